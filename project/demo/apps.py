@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    name = "project.demo"
+    label = "demo"
+    verbose_name = "Demo: CSV imports"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,123 @@
+"""Settings of the example project. Every knob reads an environment variable so the same
+project serves the local demo (SQLite, eager Celery, moto) and the integration tests
+(PostgreSQL, a real Celery worker on Redis, moto's HTTP server)."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "s3tasks-example-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "s3tasks",
+    "project.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+WSGI_APPLICATION = "project.wsgi.application"
+
+if os.environ.get("S3TASKS_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGDATABASE", "test"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "TEST": {"NAME": os.environ.get("S3TASKS_PG_TEST_NAME", "test_s3tasks")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("S3TASKS_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            # A file (not :memory:) so worker subprocesses in tests see the test database.
+            "TEST": {
+                "NAME": os.environ.get(
+                    "S3TASKS_SQLITE_TEST_PATH", str(BASE_DIR / ".pytest-db.sqlite3")
+                )
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+STATIC_URL = "static/"
+
+_endpoint = os.environ.get("S3TASKS_ENDPOINT_URL") or None
+if _endpoint:
+    # A local emulator accepts any credentials; never set these against real AWS.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+S3TASKS = {
+    "REGION": os.environ.get("S3TASKS_REGION", "us-east-1"),
+    "ENDPOINT_URL": _endpoint,
+    "DEFAULT_QUEUE": os.environ.get("S3TASKS_DEFAULT_QUEUE", "s3tasks-events"),
+    "DISPATCH": os.environ.get("S3TASKS_DISPATCH", "celery"),
+    "RULES_CHECK_INTERVAL": float(os.environ.get("S3TASKS_RULES_CHECK_INTERVAL", "1.0")),
+}
+
+# Celery: eager (in-process) unless a broker is given, e.g. CELERY_BROKER_URL=redis://127.0.0.1:6379/0
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_TASK_ALWAYS_EAGER = "CELERY_BROKER_URL" not in os.environ
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+# django-storages, pointed at the same endpoint (used by S3Event.open()).
+AWS_S3_ENDPOINT_URL = _endpoint
+AWS_S3_REGION_NAME = S3TASKS["REGION"]
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_S3_ADDRESSING_STYLE = "path"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "s3tasks": {"handlers": ["console"], "level": os.environ.get("S3TASKS_LOG", "INFO")}
+    },
+}

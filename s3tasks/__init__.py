@@ -1,0 +1,57 @@
+"""s3tasks: turn changes in S3 buckets into Django/Celery work.
+
+Public names are imported lazily so that `import s3tasks` stays cheap (Lambda cold starts)
+and usable before Django's app registry is ready.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "S3Event": "s3tasks.events",
+    "EventSource": "s3tasks.events",
+    "BatchTask": "s3tasks.events",
+    "parse_events": "s3tasks.envelopes",
+    "on_s3_event": "s3tasks.registry",
+    "s3_handler": "s3tasks.registry",
+    "registry": "s3tasks.registry",
+    "route": "s3tasks.routing",
+    "Route": "s3tasks.routing",
+    "MalformedMessage": "s3tasks.exceptions",
+    "S3TasksError": "s3tasks.exceptions",
+    "HandlerFailure": "s3tasks.exceptions",
+    "TemporaryFailure": "s3tasks.exceptions",
+    "PermanentFailure": "s3tasks.exceptions",
+    "enqueue": "s3tasks.commands",
+    "publish_sqs": "s3tasks.commands",
+    "publish_sns": "s3tasks.commands",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from s3tasks.commands import enqueue, publish_sns, publish_sqs
+    from s3tasks.envelopes import parse_events
+    from s3tasks.events import BatchTask, EventSource, S3Event
+    from s3tasks.exceptions import (
+        HandlerFailure,
+        MalformedMessage,
+        PermanentFailure,
+        S3TasksError,
+        TemporaryFailure,
+    )
+    from s3tasks.registry import on_s3_event, registry, s3_handler
+    from s3tasks.routing import Route, route
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 's3tasks' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,41 @@
+"""App wiring only: signals, checks, handler autodiscovery, code-binding sync on migrate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_migrate, post_save
+
+
+class S3TasksConfig(AppConfig):
+    name = "s3tasks"
+    verbose_name = "S3 tasks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from s3tasks import checks  # noqa: F401  (registers the system checks)
+        from s3tasks.models import (
+            Bucket,
+            HandlerBinding,
+            NotificationRule,
+            Queue,
+            Subscription,
+            Topic,
+        )
+        from s3tasks.signals import rules_changed
+
+        for model in (Bucket, Topic, Queue, Subscription, NotificationRule, HandlerBinding):
+            post_save.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-save")
+            post_delete.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-del")
+        post_migrate.connect(_sync_code_bindings, sender=self, dispatch_uid="s3tasks-code")
+        autodiscover_modules("handlers")
+
+
+def _sync_code_bindings(using: str = "default", **kwargs: Any) -> None:
+    from s3tasks.code_bindings import sync_code_bindings
+
+    if using == "default":
+        sync_code_bindings()

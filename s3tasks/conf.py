@@ -1,0 +1,148 @@
+"""The one typed settings object: reads `settings.S3TASKS` with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+from s3tasks.exceptions import S3TasksConfigurationError
+
+DISPATCH_MODES = ("celery", "inline")
+BATCH_RESULT_CODES = ("Succeeded", "TemporaryFailure", "PermanentFailure")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Defaults for `manage.py sqs_worker` (every one can be overridden by a flag)."""
+
+    CONCURRENCY: int = 4
+    BATCH_SIZE: int = 10
+    WAIT_TIME: int = 20
+    VISIBILITY_TIMEOUT: int = 60
+    SHUTDOWN_TIMEOUT: int = 30
+    STATS_INTERVAL: float = 60.0
+    HEARTBEAT_FILE: str = ""
+    MAX_BACKOFF: int = 900
+
+
+@dataclass(frozen=True)
+class S3TasksSettings:
+    """Everything configurable in `S3TASKS = {...}`; see docs/configuration.md."""
+
+    REGION: str = "us-east-1"
+    ENDPOINT_URL: str | None = None
+    DEFAULT_QUEUE: str = "s3tasks-events"
+    DISPATCH: str = "celery"
+    LAMBDA_DISPATCH: str = "inline"
+    BATCH_HANDLER: str | None = None
+    BATCH_TREAT_MISSING_KEYS_AS: str = "PermanentFailure"
+    CELERY_QUEUE: str | None = None
+    MAX_RETRIES: int = 3
+    RETRY_BACKOFF: int = 5
+    RULES_CHECK_INTERVAL: float = 1.0
+    STORAGE_OPTIONS: dict[str, Any] = field(default_factory=dict)
+    WORKER: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Arguments for `boto3.client(...)`: region, and endpoint only when set."""
+        kwargs: dict[str, Any] = {"region_name": self.REGION}
+        if self.ENDPOINT_URL:
+            kwargs["endpoint_url"] = self.ENDPOINT_URL
+        return kwargs
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise S3TasksConfigurationError(
+            f'S3TASKS["{name}"] is {value!r}; set it to one of {", ".join(map(repr, allowed))}.'
+        )
+
+
+def _typed(name: str, value: Any, kind: type | tuple[type, ...], example: str) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise S3TasksConfigurationError(
+            f'S3TASKS["{name}"] is {value!r}; it must be like {example}.'
+        )
+
+
+def _build_worker(raw: Any) -> WorkerSettings:
+    if not isinstance(raw, dict):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["WORKER"] is {raw!r}; it must be a dict such as {{"CONCURRENCY": 8}}.'
+        )
+    known = {f.name for f in fields(WorkerSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise S3TasksConfigurationError(
+            f'Unknown S3TASKS["WORKER"] option(s) {unknown}; valid ones are {sorted(known)}.'
+        )
+    worker = WorkerSettings(**raw)
+    for f in fields(WorkerSettings):
+        value = getattr(worker, f.name)
+        if f.name == "HEARTBEAT_FILE":
+            _typed(f"WORKER.{f.name}", value, str, '"/tmp/s3tasks-worker.alive"')
+        else:
+            _typed(f"WORKER.{f.name}", value, (int, float), "4")
+    if not 1 <= worker.BATCH_SIZE <= 10:
+        raise S3TasksConfigurationError('S3TASKS["WORKER"]["BATCH_SIZE"] must be 1..10 (SQS).')
+    if not 0 <= worker.WAIT_TIME <= 20:
+        raise S3TasksConfigurationError('S3TASKS["WORKER"]["WAIT_TIME"] must be 0..20 (SQS).')
+    if worker.CONCURRENCY < 1:
+        raise S3TasksConfigurationError('S3TASKS["WORKER"]["CONCURRENCY"] must be at least 1.')
+    return worker
+
+
+def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
+    """Validate a raw `S3TASKS` dict; raise `ImproperlyConfigured` saying what to fix."""
+    raw = dict(raw or {})
+    known = {f.name for f in fields(S3TasksSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise S3TasksConfigurationError(
+            f"Unknown S3TASKS setting(s) {unknown}; valid ones are {sorted(known)} "
+            "(see docs/configuration.md)."
+        )
+    worker = _build_worker(raw.pop("WORKER", {}))
+    conf = S3TasksSettings(WORKER=worker, **raw)
+    _typed("REGION", conf.REGION, str, '"us-east-1"')
+    if conf.ENDPOINT_URL is not None:
+        _typed("ENDPOINT_URL", conf.ENDPOINT_URL, str, '"http://127.0.0.1:5000"')
+        if not conf.ENDPOINT_URL.startswith(("http://", "https://")):
+            raise S3TasksConfigurationError(
+                f'S3TASKS["ENDPOINT_URL"] is {conf.ENDPOINT_URL!r}; it must be a URL such as '
+                '"http://127.0.0.1:5000", or leave it unset to use AWS (or AWS_ENDPOINT_URL).'
+            )
+    _typed("DEFAULT_QUEUE", conf.DEFAULT_QUEUE, str, '"s3tasks-events"')
+    if not conf.DEFAULT_QUEUE or conf.DEFAULT_QUEUE.endswith(".fifo"):
+        raise S3TasksConfigurationError(
+            'S3TASKS["DEFAULT_QUEUE"] must name a standard (non-FIFO) SQS queue: S3 cannot '
+            'send notifications to FIFO queues. Example: "s3tasks-events".'
+        )
+    _choice("DISPATCH", conf.DISPATCH, DISPATCH_MODES)
+    _choice("LAMBDA_DISPATCH", conf.LAMBDA_DISPATCH, DISPATCH_MODES)
+    _choice("BATCH_TREAT_MISSING_KEYS_AS", conf.BATCH_TREAT_MISSING_KEYS_AS, BATCH_RESULT_CODES)
+    if conf.BATCH_HANDLER is not None:
+        _typed("BATCH_HANDLER", conf.BATCH_HANDLER, str, '"myapp.handlers.resize"')
+    _typed("MAX_RETRIES", conf.MAX_RETRIES, int, "3")
+    _typed("RETRY_BACKOFF", conf.RETRY_BACKOFF, int, "5")
+    _typed("RULES_CHECK_INTERVAL", conf.RULES_CHECK_INTERVAL, (int, float), "1.0")
+    _typed("STORAGE_OPTIONS", conf.STORAGE_OPTIONS, dict, '{"addressing_style": "path"}')
+    return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> S3TasksSettings:
+    """The validated settings of this process (reset when tests override `S3TASKS`)."""
+    return build_settings(getattr(django_settings, "S3TASKS", None))
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "S3TASKS":
+        get_settings.cache_clear()
+
+
+setting_changed.connect(_reset)

@@ -1,0 +1,331 @@
+"""What AWS should look like: buckets, topics, queues, notification rules, handler bindings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from s3tasks.filters import normalize_event_pattern
+
+S3_BUCKET_NAME_HELP = "The S3 bucket name, e.g. 'acme-uploads'."
+
+
+class RulesVersion(models.Model):
+    """One row bumped on every configuration change so long-running processes reload rules."""
+
+    version = models.PositiveBigIntegerField(default=0)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "rules version"
+
+    def __str__(self) -> str:
+        return f"rules v{self.version}"
+
+    @classmethod
+    def bump(cls) -> None:
+        """Record that routing configuration changed (idempotent within a transaction)."""
+        def _bump() -> None:
+            updated = cls.objects.filter(pk=1).update(
+                version=models.F("version") + 1, changed_at=timezone.now()
+            )
+            if not updated:
+                cls.objects.get_or_create(pk=1, defaults={"version": 1})
+
+        transaction.on_commit(_bump)
+
+    @classmethod
+    def current(cls) -> int:
+        row = cls.objects.filter(pk=1).values_list("version", flat=True).first()
+        return row or 0
+
+
+class ConfigQuerySet(models.QuerySet):
+    """Bulk `update()`/`delete()` skip model signals; bump the rules version here instead."""
+
+    def update(self, **kwargs: Any) -> int:
+        count = super().update(**kwargs)
+        if count:
+            RulesVersion.bump()
+        return count
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        result = super().delete()
+        if result[0]:
+            RulesVersion.bump()
+        return result
+
+
+class SyncStatus(models.TextChoices):
+    NEVER = "never", "Never synced"
+    OK = "ok", "In sync"
+    PENDING = "pending", "Changes pending"
+    FAILED = "failed", "Failed"
+
+
+class SyncedResource(models.Model):
+    """Fields every AWS resource s3tasks manages shares: its sync status and last error."""
+
+    region = models.CharField(
+        max_length=32, blank=True, help_text="AWS region; blank means S3TASKS['REGION']."
+    )
+    arn = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+    created_by_s3tasks = models.BooleanField(
+        default=False, help_text="Set by sync when it created this resource in AWS."
+    )
+    last_sync_status = models.CharField(
+        max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEVER
+    )
+    last_sync_error = models.TextField(blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class Bucket(SyncedResource):
+    name = models.CharField(max_length=63, unique=True, help_text=S3_BUCKET_NAME_HELP)
+    manage_notifications = models.BooleanField(
+        default=True,
+        help_text="Let sync_notifications write this bucket's s3tasks-owned notification "
+        "entries (entries made by others are always preserved).",
+    )
+    create_if_missing = models.BooleanField(
+        default=True, help_text="Create the bucket on sync when it does not exist."
+    )
+    eventbridge_enabled = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Turn S3→EventBridge delivery on/off on sync; leave empty to never touch it.",
+    )
+    cors_rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Optional CORS rules for browser uploads, as S3 expects them, e.g. '
+        '[{"AllowedMethods": ["PUT", "POST"], "AllowedOrigins": ["https://app.example.com"]'
+        ', "AllowedHeaders": ["*"]}]. Empty: CORS is not managed.',
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not isinstance(self.cors_rules, list):
+            raise ValidationError({"cors_rules": "CORS rules must be a JSON list of rules."})
+
+
+class Topic(SyncedResource):
+    name = models.CharField(max_length=256, unique=True, help_text="SNS topic name.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.name.endswith(".fifo")
+
+
+class Queue(SyncedResource):
+    name = models.CharField(max_length=80, unique=True, help_text="SQS queue name.")
+    url = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+    enabled = models.BooleanField(
+        default=True, help_text="Consumed by `manage.py sqs_worker` when no --queue is given."
+    )
+    visibility_timeout = models.PositiveIntegerField(
+        default=60, help_text="Seconds a received message stays hidden (0..43200)."
+    )
+    message_retention_seconds = models.PositiveIntegerField(default=345600)
+    dead_letter_queue = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="source_queues",
+        help_text="Messages that fail max_receive_count times are moved here by SQS.",
+    )
+    max_receive_count = models.PositiveIntegerField(
+        default=5, help_text="Receives before SQS moves a message to the dead-letter queue."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.name.endswith(".fifo")
+
+    def clean(self) -> None:
+        if self.visibility_timeout > 43200:
+            raise ValidationError({"visibility_timeout": "SQS allows at most 43200 seconds."})
+        if not 1 <= self.max_receive_count <= 1000:
+            raise ValidationError({"max_receive_count": "SQS allows 1..1000."})
+        if self.dead_letter_queue_id and self.dead_letter_queue_id == self.pk:
+            raise ValidationError({"dead_letter_queue": "A queue cannot be its own DLQ."})
+        dlq = self.dead_letter_queue
+        if dlq is not None and dlq.is_fifo != self.is_fifo:
+            raise ValidationError(
+                {"dead_letter_queue": "A FIFO queue needs a FIFO DLQ, a standard one a standard."}
+            )
+
+
+class Subscription(models.Model):
+    """An SQS queue subscribed to an SNS topic (the fan-out path)."""
+
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="subscriptions")
+    raw_message_delivery = models.BooleanField(
+        default=False, help_text="Deliver the S3 JSON itself instead of an SNS envelope."
+    )
+    filter_policy = models.JSONField(
+        null=True, blank=True, help_text="Optional SNS filter policy (JSON object)."
+    )
+    arn = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "queue"], name="s3tasks_unique_subscription")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} → {self.queue}"
+
+    def clean(self) -> None:
+        if self.filter_policy is not None and not isinstance(self.filter_policy, dict):
+            raise ValidationError({"filter_policy": "An SNS filter policy is a JSON object."})
+
+
+class NotificationRule(models.Model):
+    """Which S3 events of a bucket go where: events + prefix/suffix → topic or queue."""
+
+    name = models.CharField(max_length=200, blank=True)
+    bucket = models.ForeignKey(Bucket, on_delete=models.CASCADE, related_name="rules")
+    events = models.JSONField(
+        default=list,
+        help_text='S3 event patterns, e.g. ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"].',
+    )
+    prefix = models.CharField(max_length=1024, blank=True)
+    suffix = models.CharField(max_length=1024, blank=True)
+    topic = models.ForeignKey(
+        Topic, null=True, blank=True, on_delete=models.PROTECT, related_name="rules"
+    )
+    queue = models.ForeignKey(
+        Queue,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rules",
+        help_text="Leave topic and queue empty to use S3TASKS['DEFAULT_QUEUE'].",
+    )
+    enabled = models.BooleanField(default=True)
+    declared_in_code = models.BooleanField(default=False, editable=False)
+    code_key = models.CharField(
+        max_length=300,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        help_text="Stable id of the code declaration this row mirrors.",
+    )
+    code_location = models.CharField(max_length=500, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["bucket__name", "prefix", "pk"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.bucket}:{self.prefix or '*'}{self.suffix}"
+
+    @property
+    def normalized_events(self) -> tuple[str, ...]:
+        return tuple(normalize_event_pattern(e) for e in self.events)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not isinstance(self.events, list) or not self.events:
+            errors["events"] = 'List at least one S3 event pattern, e.g. ["s3:ObjectCreated:*"].'
+        else:
+            for pattern in self.events:
+                try:
+                    normalize_event_pattern(str(pattern))
+                except ValueError as exc:
+                    errors["events"] = str(exc)
+                    break
+        if self.topic_id and self.queue_id:
+            errors["queue"] = "Choose a topic or a queue as destination, not both."
+        if self.queue_id and self.queue.is_fifo:
+            errors["queue"] = (
+                "S3 cannot send event notifications to FIFO queues; pick a standard queue."
+            )
+        if self.topic_id and self.topic.is_fifo:
+            errors["topic"] = "S3 cannot send event notifications to FIFO topics."
+        if errors:
+            raise ValidationError(errors)
+
+
+class HandlerBinding(models.Model):
+    """Runs one registered handler for the events a rule lets through."""
+
+    class Access(models.TextChoices):
+        READ = "read", "Read"
+        WRITE = "write", "Write"
+        READ_WRITE = "readwrite", "Read and write"
+
+    rule = models.ForeignKey(NotificationRule, on_delete=models.CASCADE, related_name="bindings")
+    handler_name = models.CharField(
+        max_length=255, help_text="A handler registered with @on_s3_event or @s3_handler."
+    )
+    celery_queue = models.CharField(
+        max_length=200, blank=True, help_text="Celery queue for this handler; blank: default."
+    )
+    access = models.CharField(
+        max_length=16,
+        choices=Access.choices,
+        default=Access.READ,
+        help_text="What the handler does with the object (used for the IAM policy).",
+    )
+    options = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    declared_in_code = models.BooleanField(default=False, editable=False)
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["rule", "handler_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "handler_name"], name="s3tasks_unique_handler_per_rule"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} → {self.handler_name}"
+
+    def clean(self) -> None:
+        from s3tasks.registry import registry
+
+        if self.handler_name and self.handler_name not in registry:
+            known = ", ".join(sorted(registry.names())) or "none registered"
+            raise ValidationError(
+                {"handler_name": f"No handler named {self.handler_name!r} (known: {known})."}
+            )
+        if not isinstance(self.options, dict):
+            raise ValidationError({"options": "Options are a JSON object."})
