@@ -8,8 +8,9 @@ registers, for handlers bound in the admin.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from s3tasks.exceptions import UnknownHandler
@@ -57,7 +58,12 @@ class Handler:
     access: str = "read"
     location: str = ""
     max_retries: int | None = None
-    task: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def task(self) -> Any:
+        """The Celery task running this handler (created on first use: importing Celery costs
+        ~250 ms, which a Lambda cold start that runs handlers inline should not pay)."""
+        return _celery_task(self.name, self.max_retries)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -125,6 +131,16 @@ def _location(func: Callable[..., Any]) -> str:
     return f"{func.__module__}:{line}" if line else func.__module__
 
 
+_tasks: dict[str, Any] = {}
+
+
+def _celery_task(name: str, max_retries: int | None) -> Any:
+    task = _tasks.get(name)
+    if task is None:
+        task = _tasks[name] = _make_celery_task(name, max_retries)
+    return task
+
+
 def _make_celery_task(name: str, max_retries: int | None) -> Any:
     """The Celery task that runs this handler in a worker (JSON arguments, never pickle)."""
     from celery import shared_task
@@ -162,11 +178,13 @@ def _register(
         access=access,
         location=_location(func),
         max_retries=max_retries,
-        task=_make_celery_task(handler_name, max_retries),
     )
     _target(target).add(handler)
+    if "celery" in sys.modules:
+        # A Celery worker imports Celery before the handler modules: register the task now
+        # so the worker knows its name when a message for it arrives.
+        _celery_task(handler_name, max_retries)
     func.s3tasks_handler = handler  # type: ignore[attr-defined]
-    func.task = handler.task  # type: ignore[attr-defined]
     return func
 
 

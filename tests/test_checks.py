@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from s3tasks import checks
+from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue
+from s3tasks.registry import default_registry, on_s3_event, s3_handler
+
+
+@pytest.fixture
+def temporary_handlers():
+    before = set(default_registry.names())
+    yield
+    for name in set(default_registry.names()) - before:
+        default_registry.remove(name)
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_invalid_settings_are_reported_as_e001_with_a_hint(settings):
+    settings.S3TASKS = {"DISPATCH": "sometimes"}
+    (message,) = checks.check_settings()
+    assert message.id == "s3tasks.E001"
+    assert "DISPATCH" in message.msg and "docs/configuration.md" in message.hint
+
+
+def test_unregistered_batch_handler_is_e003(settings):
+    settings.S3TASKS = {**settings.S3TASKS, "BATCH_HANDLER": "nope.handler"}
+    assert ids(checks.check_settings()) == ["s3tasks.E003"]
+
+
+def test_handler_writing_where_it_listens_warns_w001(temporary_handlers):
+    @on_s3_event("loop-bucket", prefix="in/", writes_to=["loop-bucket/in/out/"], name="t.loop")
+    def loops(event):
+        pass
+
+    @on_s3_event("safe-bucket", prefix="in/", writes_to=["safe-bucket/out/"], name="t.safe")
+    def safe(event):
+        pass
+
+    messages = checks.check_handler_loops()
+    assert ids(messages) == ["s3tasks.W001"]
+    assert "t.loop" in messages[0].msg and "forever" in messages[0].msg
+
+
+def test_overlapping_code_bindings_to_different_destinations_are_e002(temporary_handlers):
+    @on_s3_event("shared", suffix=".jpg", queue="q1", name="t.jpg")
+    def jpg(event):
+        pass
+
+    @on_s3_event("shared", suffix="pg", queue="q2", name="t.pg")
+    def pg(event):
+        pass
+
+    @on_s3_event("shared", suffix=".txt", queue="q1", name="t.same_destination")
+    def same(event):
+        pass
+
+    messages = checks.check_code_binding_overlaps()
+    assert ids(messages) == ["s3tasks.E002"]
+    assert "t.jpg" in messages[0].msg and "t.pg" in messages[0].msg
+
+
+@pytest.mark.django_db
+def test_overlapping_database_rules_and_unknown_handlers_are_errors(temporary_handlers):
+    @s3_handler(name="t.known")
+    def known(event):
+        pass
+
+    bucket = Bucket.objects.create(name="db-bucket")
+    q1, q2 = Queue.objects.create(name="dq1"), Queue.objects.create(name="dq2")
+    NotificationRule.objects.create(bucket=bucket, events=["s3:ObjectCreated:*"], queue=q1)
+    rule = NotificationRule.objects.create(
+        bucket=bucket, events=["s3:ObjectCreated:Put"], prefix="x/", queue=q2
+    )
+    HandlerBinding.objects.create(rule=rule, handler_name="t.known")
+    HandlerBinding.objects.create(rule=rule, handler_name="t.unknown")
+    messages = checks.check_rule_overlaps()
+    assert sorted(ids(messages)) == ["s3tasks.E002", "s3tasks.E004"]
