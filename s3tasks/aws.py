@@ -18,9 +18,9 @@ def client(service: str, **overrides: Any) -> Any:
 
     kwargs = {**get_settings().client_kwargs(), **overrides}
     cache_key = (service, tuple(sorted(kwargs.items())))
-    cache: dict = getattr(_local, "clients", None) or {}
-    if not hasattr(_local, "clients"):
-        _local.clients = cache
+    cache: dict | None = getattr(_local, "clients", None)
+    if cache is None:  # an empty dict is a valid cache: test `is None`, not truthiness
+        cache = _local.clients = {}
     found = cache.get(cache_key)
     if found is None:
         import boto3

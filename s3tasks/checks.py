@@ -14,9 +14,9 @@ from s3tasks.registry import default_registry
 
 @checks.register("s3tasks")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from s3tasks.conf import build_settings
-
     from django.conf import settings
+
+    from s3tasks.conf import build_settings
 
     try:
         conf = build_settings(getattr(settings, "S3TASKS", None))
@@ -111,7 +111,7 @@ def check_rule_overlaps(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 def _database_rule_messages() -> list[checks.CheckMessage]:
     from s3tasks.models import HandlerBinding
-    from s3tasks.provisioning_rules import rule_filter_entries
+    from s3tasks.provisioning.rule_entries import rule_filter_entries
 
     messages: list[checks.CheckMessage] = [
         checks.Error(

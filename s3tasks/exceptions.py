@@ -62,3 +62,8 @@ class OverlappingRules(S3TasksError, ValueError):
             "route, or give the rules disjoint prefixes/suffixes."
         )
         self.clashes = clashes
+
+
+class ProvisioningError(S3TasksError):
+    """`sync_notifications` cannot make AWS match the models; the message says why and what
+    to do (an AWS error, a missing bucket that sync may not create, ...)."""

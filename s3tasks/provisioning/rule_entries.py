@@ -1,4 +1,4 @@
-"""Rules from the database as S3 filter entries (shared by checks and sync)."""
+"""Database rules as S3 filter entries, for the system check that runs before any sync."""
 
 from __future__ import annotations
 

@@ -1,0 +1,141 @@
+"""The callables behind `manage.py sync_notifications` and the admin's sync action.
+
+`compute_plan()` reads the models and AWS and returns a `Plan` (changes nothing);
+`apply_plan(plan)` executes it and records the outcome on the models; `sync()` does both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from s3tasks.exceptions import ProvisioningError
+from s3tasks.provisioning.apply import ApplyResult, execute, explain_aws_error
+from s3tasks.provisioning.plan import Plan, Step, compute_steps
+
+SERVICES = ("s3", "sqs", "sns", "sts")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    plan: Plan
+    result: ApplyResult | None = None  # None for a dry run
+
+    @property
+    def ok(self) -> bool:
+        return self.result is None or self.result.ok
+
+
+def aws_clients() -> dict[str, Any]:
+    """The boto3 clients sync uses, from `S3TASKS` (region, endpoint)."""
+    from s3tasks.aws import client
+
+    return {name: client(name) for name in SERVICES}
+
+
+def _check_scope(buckets: list[str] | None, known: set[str]) -> tuple[str, ...] | None:
+    if buckets is None:
+        return None
+    unknown = sorted(set(buckets) - known)
+    if unknown:
+        raise ProvisioningError(
+            f"No Bucket row named {', '.join(map(repr, unknown))}; known buckets: "
+            f"{', '.join(sorted(known)) or 'none'}. Add it in the admin or bind a handler to it."
+        )
+    return tuple(dict.fromkeys(buckets))
+
+
+def compute_plan(
+    buckets: list[str] | None = None,
+    *,
+    prune: bool = False,
+    clients: dict[str, Any] | None = None,
+) -> Plan:
+    """Compare the models with AWS and return the ordered plan (nothing is changed).
+
+    Raises `OverlappingRules` (rules S3 would reject), `S3TasksConfigurationError` (FIFO
+    destinations, foreign regions) or `ProvisioningError` (AWS unreachable, missing bucket).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from s3tasks.conf import get_settings
+    from s3tasks.provisioning.current import read_account, read_current
+    from s3tasks.provisioning.desired import build_desired
+    from s3tasks.provisioning.model_rows import load_rows
+
+    conf = get_settings()
+    rows = load_rows()
+    scope = _check_scope(buckets, {b.name for b in rows.buckets})
+    clients = clients or aws_clients()
+    reading = Step("read", "account", "", "read the current AWS state")
+    try:
+        account = read_account(clients["sts"], conf.REGION)
+        desired = build_desired(
+            rows,
+            default_queue=conf.DEFAULT_QUEUE,
+            account=account,
+            buckets=list(scope) if scope is not None else None,
+        )
+        current = read_current(desired, clients, all_buckets=scope is None)
+    except (ClientError, BotoCoreError) as exc:
+        raise explain_aws_error(exc, reading) from exc
+    return compute_steps(desired, current, prune=prune, buckets=scope)
+
+
+def apply_plan(plan: Plan, *, clients: dict[str, Any] | None = None) -> ApplyResult:
+    """Execute the plan's pending steps and record resources and sync status on the models.
+
+    Never raises for an AWS error: the failure is in the result (and on the models).
+    """
+    from s3tasks.provisioning.records import record_result
+
+    result = execute(plan, clients or aws_clients())
+    record_result(plan, result)
+    return result
+
+
+def sync(
+    buckets: list[str] | None = None, *, prune: bool = False, dry_run: bool = False
+) -> SyncResult:
+    """Plan, then apply unless `dry_run`."""
+    plan = compute_plan(buckets, prune=prune)
+    if dry_run:
+        return SyncResult(plan)
+    return SyncResult(plan, apply_plan(plan))
+
+
+def iam_policies(
+    buckets: list[str] | None = None,
+    *,
+    publish_targets: list[str] | tuple[str, ...] = (),
+    clients: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`{"worker": {...}, "operator": {...}}`: the least-privilege policies for the configured
+    queues, topics and buckets (the account id comes from STS)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from s3tasks.conf import get_settings
+    from s3tasks.provisioning.current import read_account
+    from s3tasks.provisioning.desired import build_desired
+    from s3tasks.provisioning.iam import operator_policy, worker_policy
+    from s3tasks.provisioning.model_rows import load_rows
+
+    conf = get_settings()
+    rows = load_rows()
+    scope = _check_scope(buckets, {b.name for b in rows.buckets})
+    clients = clients or aws_clients()
+    try:
+        account = read_account(clients["sts"], conf.REGION)
+    except (ClientError, BotoCoreError) as exc:
+        raise explain_aws_error(exc, Step("read", "account", "", "read the account id")) from exc
+    desired = build_desired(
+        rows,
+        default_queue=conf.DEFAULT_QUEUE,
+        account=account,
+        buckets=list(scope) if scope is not None else None,
+    )
+    bindings = [b for b in rows.bindings if scope is None or b.bucket in scope]
+    return {
+        "worker": worker_policy(desired, bindings, publish_targets),
+        "operator": operator_policy(desired),
+    }
