@@ -38,6 +38,8 @@ class S3TasksSettings:
     DEFAULT_QUEUE: str = "s3tasks-events"
     DISPATCH: str = "celery"
     LAMBDA_DISPATCH: str = "inline"
+    # Stop starting SQS records when less than this is left of the Lambda invocation.
+    LAMBDA_TIME_MARGIN_MS: int = 2000
     BATCH_HANDLER: str | None = None
     BATCH_TREAT_MISSING_KEYS_AS: str = "PermanentFailure"
     CELERY_QUEUE: str | None = None
@@ -124,6 +126,11 @@ def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
         )
     _choice("DISPATCH", conf.DISPATCH, DISPATCH_MODES)
     _choice("LAMBDA_DISPATCH", conf.LAMBDA_DISPATCH, DISPATCH_MODES)
+    _typed("LAMBDA_TIME_MARGIN_MS", conf.LAMBDA_TIME_MARGIN_MS, int, "2000")
+    if conf.LAMBDA_TIME_MARGIN_MS < 0:
+        raise S3TasksConfigurationError(
+            'S3TASKS["LAMBDA_TIME_MARGIN_MS"] must be 0 or more milliseconds, e.g. 2000.'
+        )
     _choice("BATCH_TREAT_MISSING_KEYS_AS", conf.BATCH_TREAT_MISSING_KEYS_AS, BATCH_RESULT_CODES)
     if conf.BATCH_HANDLER is not None:
         _typed("BATCH_HANDLER", conf.BATCH_HANDLER, str, '"myapp.handlers.resize"')

@@ -8,6 +8,7 @@ registers, for handlers bound in the admin.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,9 @@ def _make_celery_task(name: str, max_retries: int | None) -> Any:
 
         return execute_celery_run(task, name, event_data, run_id)
 
-    run_handler.__name__ = name.rsplit(".", 1)[-1]
+    # Celery builds a signature from the function's name: keep it a valid identifier even for
+    # handler names such as "reports.nightly-export".
+    run_handler.__name__ = re.sub(r"\W|^(?=\d)", "_", name.rsplit(".", 1)[-1])
     options: dict[str, Any] = {"name": name, "bind": True, "serializer": "json"}
     if max_retries is not None:
         options["max_retries"] = max_retries

@@ -15,8 +15,10 @@ def test_decorator_registers_handler_under_its_module_and_function_name(local_re
     def resize(event):
         return "done"
 
-    handler = local_registry.get(f"{__name__}.test_decorator_registers_handler_under_its_module"
-                                 "_and_function_name.<locals>.resize")
+    handler = local_registry.get(
+        f"{__name__}.test_decorator_registers_handler_under_its_module"
+        "_and_function_name.<locals>.resize"
+    )
     assert handler.func is resize
     assert resize("x") == "done"  # the function stays a plain, callable function
 
@@ -103,3 +105,11 @@ def test_writes_to_is_parsed_into_bucket_and_prefix(local_registry):
 
     (output,) = local_registry.get("w").writes_to
     assert (output.bucket, output.prefix) == ("out", "reports/")
+
+
+def test_handler_names_that_are_not_identifiers_still_make_celery_tasks(local_registry):
+    @s3_handler(name="reports.nightly-export 2", registry=local_registry)
+    def export(event):
+        pass
+
+    assert local_registry.get("reports.nightly-export 2").task.name == "reports.nightly-export 2"

@@ -87,7 +87,9 @@ def test_edit_by_another_process_is_seen_once_the_version_changes(media, setting
     assert route(event("k")) == []
 
 
-def test_cache_is_not_reloaded_within_the_check_interval(media, settings, django_assert_num_queries):
+def test_cache_is_not_reloaded_within_the_check_interval(
+    media, settings, django_assert_num_queries
+):
     settings.S3TASKS = {**settings.S3TASKS, "RULES_CHECK_INTERVAL": 60}
     bind(media, "h")
     route(event("k"))
