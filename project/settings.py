@@ -21,6 +21,9 @@ INSTALLED_APPS = [
     "s3tasks",
     "project.demo",
 ]
+# Extra apps/modules from the environment (comma-separated dotted paths), e.g. the handler
+# modules that tests load into `manage.py sqs_worker` subprocesses.
+INSTALLED_APPS += [a for a in os.environ.get("S3TASKS_EXTRA_APPS", "").split(",") if a.strip()]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -67,7 +70,13 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("S3TASKS_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            # WAL lets the worker, the admin and tests read while one writes; IMMEDIATE takes
+            # the write lock at BEGIN so concurrent writers queue instead of deadlocking.
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL",
+            },
             # A file (not :memory:) so worker subprocesses in tests see the test database.
             "TEST": {
                 "NAME": os.environ.get(

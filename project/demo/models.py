@@ -9,6 +9,9 @@ class ImportedFile(models.Model):
     rows = models.PositiveIntegerField(default=0)
     imported_at = models.DateTimeField(auto_now=True)
     removed = models.BooleanField(default=False)
+    summary_key = models.CharField(
+        max_length=1024, blank=True, help_text="Key of the summary report in the reports bucket."
+    )
 
     class Meta:
         constraints = [

@@ -5,34 +5,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ImportedFile',
+            name="ImportedFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bucket', models.CharField(max_length=63)),
-                ('key', models.TextField()),
-                ('rows', models.PositiveIntegerField(default=0)),
-                ('imported_at', models.DateTimeField(auto_now=True)),
-                ('removed', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("bucket", models.CharField(max_length=63)),
+                ("key", models.TextField()),
+                ("rows", models.PositiveIntegerField(default=0)),
+                ("imported_at", models.DateTimeField(auto_now=True)),
+                ("removed", models.BooleanField(default=False)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('bucket', 'key'), name='demo_unique_imported_file')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("bucket", "key"), name="demo_unique_imported_file"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ImportedRow',
+            name="ImportedRow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('line', models.PositiveIntegerField()),
-                ('data', models.JSONField()),
-                ('file', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='row_set', to='demo.importedfile')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("line", models.PositiveIntegerField()),
+                ("data", models.JSONField()),
+                (
+                    "file",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="row_set",
+                        to="demo.importedfile",
+                    ),
+                ),
             ],
         ),
     ]

@@ -1,0 +1,128 @@
+"""The outer half of `manage.py s3tasks_demo`: start moto's server, then run the demo itself
+in a child process whose environment points everything at it.
+
+Django, boto3 and django-storages read the endpoint and database from settings at startup, so
+rather than patching settings in a running process, the demo runs in a fresh process that was
+started with the right environment. The emulator is owned (and stopped) here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+INNER_FLAG = "S3TASKS_DEMO_INNER"
+DATABASE_FILE = "demo.sqlite3"
+INTERRUPTED = 130
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"moto's server exited with code {process.returncode}; is moto[server] "
+                "installed (pip install 's3tasks[demo]')?"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"moto's server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def start_emulator(port: int, log_path: Path) -> subprocess.Popen:
+    """moto's server on loopback only (never 0.0.0.0: it accepts any credentials)."""
+    log = open(log_path, "wb")  # noqa: SIM115 (kept open for the server's lifetime)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process)
+    return process
+
+
+def demo_environment(endpoint: str, data_dir: Path) -> dict[str, str]:
+    """Everything the demo's processes need to share one emulator and one SQLite file."""
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}  # Celery eager
+    project_root = str(Path(__file__).resolve().parents[2])
+    env.update(
+        {
+            INNER_FLAG: "1",
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"),
+            "S3TASKS_ENDPOINT_URL": endpoint,
+            "S3TASKS_DB": "sqlite",
+            "S3TASKS_SQLITE_PATH": str(data_dir / DATABASE_FILE),
+            "S3TASKS_DISPATCH": "inline",
+            "S3TASKS_RULES_CHECK_INTERVAL": "0.5",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": os.environ.get("S3TASKS_REGION", "us-east-1"),
+            "PYTHONPATH": project_root + os.pathsep + env.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def reset_database(database: Path) -> None:
+    """A fresh SQLite file for a fresh emulator: the two must agree on what exists."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+
+
+def manage_command(*args: str) -> list[str]:
+    """`python -m django <args>`: works wherever the settings module is importable."""
+    return [sys.executable, "-m", "django", *args]
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def launch(argv: list[str], *, port: int, data_dir: Path) -> int:
+    """Run the demo (`argv` are the command's own arguments) next to a fresh emulator."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    reset_database(data_dir / DATABASE_FILE)
+    port = port or free_port()
+    emulator = start_emulator(port, data_dir / "moto.log")
+    child = None
+    try:
+        env = demo_environment(f"http://127.0.0.1:{port}", data_dir)
+        child = subprocess.Popen(manage_command("s3tasks_demo", *argv), env=env)
+        return child.wait()
+    except KeyboardInterrupt:
+        if child is None:
+            return INTERRUPTED
+        # Ctrl-C reached the whole process group: give the child time to shut down its
+        # worker and web server itself; a second SIGINT now would cut its cleanup short.
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            stop(child)
+        return 0 if child.returncode in (0, -signal.SIGINT) else child.returncode
+    finally:
+        stop(emulator)

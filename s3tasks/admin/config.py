@@ -1,0 +1,249 @@
+"""Admin for what AWS should look like: buckets, topics, queues, rules and their handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import path
+from django.utils.html import format_html, format_html_join
+
+from s3tasks.admin.forms import HandlerBindingForm
+from s3tasks.admin.sync import sync_buckets_action
+from s3tasks.admin.views import which_handlers_view
+from s3tasks.models import (
+    Bucket,
+    HandlerBinding,
+    NotificationRule,
+    Queue,
+    Subscription,
+    Topic,
+)
+from s3tasks.models.config import SyncStatus
+
+SYNC_FIELDS = ("arn", "created_by_s3tasks", "last_sync_status", "last_sync_error", "last_synced_at")
+STATUS_COLOURS = {
+    SyncStatus.OK: "#2e7d32",
+    SyncStatus.FAILED: "#c62828",
+    SyncStatus.PENDING: "#ef6c00",
+    SyncStatus.NEVER: "#757575",
+}
+
+
+def status_badge(obj: Any) -> str:
+    colour = STATUS_COLOURS.get(obj.last_sync_status, "#757575")
+    return format_html(
+        '<span style="color:{};font-weight:bold">{}</span>',
+        colour,
+        obj.get_last_sync_status_display(),
+    )
+
+
+def short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class SyncedResourceAdmin(admin.ModelAdmin):
+    """Sync bookkeeping is written by sync only: shown, never edited."""
+
+    readonly_fields = SYNC_FIELDS
+
+    @admin.display(description="sync status", ordering="last_sync_status")
+    def sync_status(self, obj: Any) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="last sync error")
+    def last_error(self, obj: Any) -> str:
+        return short(obj.last_sync_error) or "—"
+
+
+@admin.register(Bucket)
+class BucketAdmin(SyncedResourceAdmin):
+    list_display = (
+        "name",
+        "sync_status",
+        "last_error",
+        "last_synced_at",
+        "manage_notifications",
+        "rule_count",
+    )
+    list_filter = ("last_sync_status", "manage_notifications")
+    search_fields = ("name",)
+    actions = ["sync_to_aws"]
+    fieldsets = (
+        (None, {"fields": ("name", "region", "manage_notifications", "create_if_missing")}),
+        ("Optional features", {"fields": ("eventbridge_enabled", "cors_rules")}),
+        ("Sync", {"fields": SYNC_FIELDS}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(rule_total=Count("rules"))
+
+    @admin.display(description="rules", ordering="rule_total")
+    def rule_count(self, obj: Bucket) -> int:
+        return obj.rule_total
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        """Sync writes bucket notification config: it needs both config permissions."""
+        return request.user.has_perms(["s3tasks.change_bucket", "s3tasks.change_notificationrule"])
+
+    @admin.action(description="Sync to AWS (shows the plan first)", permissions=["sync"])
+    def sync_to_aws(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return sync_buckets_action(self, request, queryset)
+
+
+class SubscriptionInline(admin.TabularInline):
+    model = Subscription
+    extra = 0
+    fields = ("topic", "queue", "raw_message_delivery", "filter_policy", "arn")
+    readonly_fields = ("arn",)
+
+
+@admin.register(Topic)
+class TopicAdmin(SyncedResourceAdmin):
+    list_display = ("name", "sync_status", "last_error", "last_synced_at", "arn")
+    list_filter = ("last_sync_status",)
+    search_fields = ("name",)
+    inlines = [SubscriptionInline]
+
+
+@admin.register(Queue)
+class QueueAdmin(SyncedResourceAdmin):
+    list_display = (
+        "name",
+        "enabled",
+        "dead_letter_queue",
+        "max_receive_count",
+        "visibility_timeout",
+        "sync_status",
+        "last_error",
+    )
+    list_filter = ("enabled", "last_sync_status")
+    search_fields = ("name",)
+    readonly_fields = ("url", *SYNC_FIELDS)
+    inlines = [SubscriptionInline]
+
+
+class HandlerBindingInline(admin.TabularInline):
+    """Bindings of a rule; those mirrored from `@on_s3_event` are shown, not edited."""
+
+    model = HandlerBinding
+    form = HandlerBindingForm
+    extra = 0
+
+    def _from_code(self, obj: NotificationRule | None) -> bool:
+        return bool(obj is not None and obj.declared_in_code)
+
+    def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
+        return 0 if obj is not None else 1
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if self._from_code(obj):
+            return ("handler_name", "celery_queue", "access", "options", "enabled")
+        return ()
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self._from_code(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self._from_code(obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(NotificationRule)
+class NotificationRuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "bucket",
+        "event_list",
+        "prefix",
+        "suffix",
+        "destination",
+        "handler_list",
+        "enabled",
+        "origin",
+    )
+    list_filter = ("enabled", "declared_in_code", "bucket")
+    search_fields = ("name", "bucket__name", "prefix", "suffix", "bindings__handler_name")
+    list_select_related = ("bucket", "topic", "queue")
+    inlines = [HandlerBindingInline]
+    actions = ["enable_rules", "disable_rules"]
+    fields = (
+        "name",
+        "bucket",
+        "events",
+        "prefix",
+        "suffix",
+        "topic",
+        "queue",
+        "enabled",
+        "origin",
+    )
+    change_list_template = "admin/s3tasks/notificationrule/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("bindings")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.declared_in_code:
+            # Declared in code: the next migrate would overwrite edits. Only on/off stays.
+            return ("name", "bucket", "events", "prefix", "suffix", "topic", "queue", "origin")
+        return ("origin",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.declared_in_code:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="events")
+    def event_list(self, obj: NotificationRule) -> str:
+        return ", ".join(str(e) for e in obj.events)
+
+    @admin.display(description="destination")
+    def destination(self, obj: NotificationRule) -> str:
+        if obj.topic_id:
+            return f"SNS {obj.topic}"
+        return f"SQS {obj.queue}" if obj.queue_id else "SQS (default queue)"
+
+    @admin.display(description="handlers")
+    def handler_list(self, obj: NotificationRule) -> str:
+        bindings = list(obj.bindings.all())
+        if not bindings:
+            return "—"
+        return format_html_join(
+            ", ",
+            '<span style="{}">{}</span>',
+            (
+                ("" if b.enabled else "text-decoration:line-through", b.handler_name)
+                for b in bindings
+            ),
+        )
+
+    @admin.display(description="declared")
+    def origin(self, obj: NotificationRule) -> str:
+        if obj.declared_in_code:
+            return f"in code: {obj.code_location}" if obj.code_location else "in code"
+        return "in the admin"
+
+    @admin.action(description="Enable selected rules", permissions=["change"])
+    def enable_rules(self, request: HttpRequest, queryset: QuerySet) -> None:
+        # queryset.update() (ConfigQuerySet) bumps the rules version: workers reload.
+        count = queryset.update(enabled=True)
+        self.message_user(request, f"Enabled {count} rule(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected rules", permissions=["change"])
+    def disable_rules(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.update(enabled=False)
+        self.message_user(request, f"Disabled {count} rule(s).", messages.SUCCESS)
+
+    def get_urls(self) -> list:
+        custom = [
+            path(
+                "which-handlers/",
+                self.admin_site.admin_view(which_handlers_view(self)),
+                name="s3tasks_which_handlers",
+            )
+        ]
+        return custom + super().get_urls()

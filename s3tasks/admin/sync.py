@@ -1,0 +1,89 @@
+"""The "Sync to AWS" admin action: plan on a confirmation page, apply on confirm."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+logger = logging.getLogger(__name__)
+
+
+def _plan_or_error(names: list[str]) -> tuple[Any, str]:
+    """The sync plan for these buckets, or a readable reason it could not be computed."""
+    from s3tasks.exceptions import S3TasksError
+    from s3tasks.provisioning.service import compute_plan
+
+    try:
+        return compute_plan(names), ""
+    except S3TasksError as exc:  # overlapping rules, bad configuration: the user can fix it
+        return None, str(exc)
+    except Exception as exc:  # AWS unreachable or refusing: say so instead of a 500
+        logger.exception("s3tasks: computing the sync plan failed")
+        return None, f"Could not read the current AWS configuration: {type(exc).__name__}: {exc}"
+
+
+def _report_apply(modeladmin: admin.ModelAdmin, request: HttpRequest, result: Any) -> None:
+    """Turn an `ApplyResult` into admin messages: what was done, and the failure if any."""
+    done = len(result.applied)
+    if result.ok:
+        modeladmin.message_user(
+            request, f"Synced to AWS: {done} change(s) applied.", messages.SUCCESS
+        )
+        return
+    step = result.failed_step
+    modeladmin.message_user(
+        request,
+        f"Sync failed at “{step.message}” after {done} change(s): {result.error}",
+        messages.ERROR,
+    )
+
+
+def sync_buckets_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> TemplateResponse | None:
+    """First call: show the plan. Second call (the confirmation POST): apply it.
+
+    The plan is recomputed on confirm rather than carried in the form, so what is applied is
+    always computed from the current models and the current AWS state.
+    """
+    from s3tasks.provisioning.service import apply_plan
+
+    names = sorted(queryset.values_list("name", flat=True))
+    plan, error = _plan_or_error(names)
+    if plan is None:
+        modeladmin.message_user(request, error, messages.ERROR)
+        return None
+    if request.POST.get("post") == "yes":
+        if not plan.has_changes:
+            modeladmin.message_user(request, "Nothing to do: AWS already matches.", messages.INFO)
+            return None
+        try:
+            result = apply_plan(plan)
+        except Exception as exc:
+            logger.exception("s3tasks: applying the sync plan failed")
+            modeladmin.message_user(request, f"Sync failed: {exc}", messages.ERROR)
+            return None
+        _report_apply(modeladmin, request, result)
+        return None
+    opts = modeladmin.model._meta
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Sync to AWS: review the plan",
+        "opts": opts,
+        "buckets": names,
+        "queryset": queryset,
+        "plan": plan,
+        "steps": list(plan.changes),
+        "notes": list(plan.notes),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "action_name": "sync_to_aws",
+        "media": modeladmin.media,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(request, "admin/s3tasks/bucket/sync_confirmation.html", context)
