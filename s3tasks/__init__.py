@@ -29,12 +29,22 @@ _EXPORTS = {
     "enqueue": "s3tasks.commands",
     "publish_sqs": "s3tasks.commands",
     "publish_sns": "s3tasks.commands",
+    "EnqueueTask": "s3tasks.commands",
+    "PublishSQS": "s3tasks.commands",
+    "PublishSNS": "s3tasks.commands",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from s3tasks.commands import enqueue, publish_sns, publish_sqs
+    from s3tasks.commands import (
+        EnqueueTask,
+        PublishSNS,
+        PublishSQS,
+        enqueue,
+        publish_sns,
+        publish_sqs,
+    )
     from s3tasks.envelopes import parse_events
     from s3tasks.events import BatchTask, EventSource, S3Event
     from s3tasks.exceptions import (

@@ -154,7 +154,15 @@ def _make_celery_task(name: str, max_retries: int | None) -> Any:
     # Celery builds a signature from the function's name: keep it a valid identifier even for
     # handler names such as "reports.nightly-export".
     run_handler.__name__ = re.sub(r"\W|^(?=\d)", "_", name.rsplit(".", 1)[-1])
-    options: dict[str, Any] = {"name": name, "bind": True, "serializer": "json"}
+    # acks_late: a Celery worker that dies mid-task leaves the task on the broker for another
+    # worker; the run's exactly-once claim makes that redelivery safe.
+    options: dict[str, Any] = {
+        "name": name,
+        "bind": True,
+        "serializer": "json",
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+    }
     if max_retries is not None:
         options["max_retries"] = max_retries
     return shared_task(**options)(run_handler)

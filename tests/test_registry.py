@@ -50,6 +50,7 @@ def test_handler_becomes_a_json_celery_task_named_like_the_handler(local_registr
     assert task.name == "tests.registry.named"
     assert task.serializer == "json"
     assert task.max_retries == 7
+    assert task.acks_late and task.reject_on_worker_lost  # a lost worker's task is redelivered
 
 
 def test_stacked_decorators_bind_one_handler_to_several_buckets(local_registry):

@@ -1,0 +1,170 @@
+"""Run one handler on one event exactly once, whoever calls (inline dispatch or a Celery task).
+
+The run row is locked (`select_for_update` in `transaction.atomic`; SQLite serialises writers)
+for the whole attempt, so a racing worker waits and then sees `succeeded`. The handler's own
+writes, the outbox rows of its follow-up commands and the `succeeded` state commit together:
+a process killed mid-handler rolls all of it back and a redelivery runs it again cleanly. A
+failing handler's writes roll back to a savepoint; the failure itself is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from s3tasks import signals
+from s3tasks.events import S3Event
+from s3tasks.exceptions import HandlerFailure
+from s3tasks.models import HandlerRun, RunState
+from s3tasks.records import ERROR_LIMIT, SUMMARY_LIMIT, truncate
+from s3tasks.registry import Handler
+
+logger = logging.getLogger(__name__)
+
+# (run after the failed attempt, the exception) -> (state to record, permanent?)
+FailurePolicy = Callable[[HandlerRun, BaseException], tuple[str, bool]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one call of `attempt_run` did."""
+
+    run: HandlerRun
+    skipped: bool = False
+    result: Any = None
+    exception: BaseException | None = None
+    permanent: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exception is None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying cannot help (`PermanentFailure` / `HandlerFailure(permanent=True)`)."""
+    return isinstance(exc, HandlerFailure) and exc.permanent
+
+
+def retry_limit(handler: Handler | None) -> int:
+    """How many retries a handler gets: its own `max_retries`, else `S3TASKS["MAX_RETRIES"]`."""
+    from s3tasks.conf import get_settings
+
+    if handler is not None and handler.max_retries is not None:
+        return handler.max_retries
+    return get_settings().MAX_RETRIES
+
+
+def summarize(result: Any) -> str:
+    """A short text for `HandlerRun.result_summary`; follow-up commands are submitted here."""
+    from s3tasks.commands import is_command_list, submit_all
+
+    if result is None:
+        return ""
+    if is_command_list(result):
+        submit_all(result)
+        return f"{len(result)} follow-up command(s)"
+    if isinstance(result, str):
+        return truncate(result, SUMMARY_LIMIT)
+    try:
+        text = json.dumps(result, default=str, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(result)
+    return truncate(text, SUMMARY_LIMIT)
+
+
+def attempt_run(
+    run_id: int, handler: Handler, event: S3Event, on_failure: FailurePolicy
+) -> Attempt:
+    """Claim run `run_id` under a lock and run `handler` unless it already succeeded."""
+    with transaction.atomic():
+        run = HandlerRun.objects.select_for_update().get(pk=run_id)
+        if run.state == RunState.SUCCEEDED:
+            return Attempt(run=run, skipped=True)
+        run.attempts += 1
+        run.state = RunState.RUNNING
+        run.started_at = timezone.now()
+        signals.run_started.send(sender=handler.name, run=run, event=event)
+        began = time.perf_counter()
+        try:
+            with transaction.atomic():  # savepoint: a failure rolls back the handler's writes
+                result = handler.func(event)
+                summary = summarize(result)
+        except Exception as exc:
+            _finish(run, began)
+            state, permanent = on_failure(run, exc)
+            run.state = state
+            run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
+            run.traceback = "".join(traceback.format_exception(exc))
+            run.save()
+            attempt = Attempt(run=run, exception=exc, permanent=permanent)
+        else:
+            _finish(run, began)
+            run.state = RunState.SUCCEEDED
+            run.error = run.traceback = ""
+            run.result_summary = summary
+            run.save()
+            attempt = Attempt(run=run, result=result)
+    report(attempt, handler.name, event)
+    return attempt
+
+
+def _finish(run: HandlerRun, began: float) -> None:
+    run.finished_at = timezone.now()
+    run.duration_ms = round((time.perf_counter() - began) * 1000, 3)
+
+
+def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
+    """Send the lifecycle signal and log, after the attempt's transaction committed."""
+    run = attempt.run
+    if attempt.skipped:
+        return
+    if attempt.exception is None:
+        logger.debug(
+            "s3tasks: %s succeeded on %s in %.1f ms", handler_name, event.key, run.duration_ms or 0
+        )
+        signals.run_succeeded.send(sender=handler_name, run=run, event=event, result=attempt.result)
+        return
+    level = logging.ERROR if attempt.permanent else logging.WARNING
+    logger.log(
+        level,
+        "s3tasks: %s failed %s on s3://%s/%s (run %s, attempt %d, %s): %s",
+        handler_name,
+        "permanently" if attempt.permanent else "(will be retried)",
+        event.bucket,
+        event.key,
+        run.pk,
+        run.attempts,
+        run.state,
+        run.error,
+    )
+    signals.run_failed.send(
+        sender=handler_name,
+        run=run,
+        event=event,
+        exception=attempt.exception,
+        permanent=attempt.permanent,
+    )
+
+
+def fail_without_running(run_id: int, event: S3Event, exc: BaseException) -> Attempt:
+    """Record a run that could not even start (unknown handler), without a crash."""
+    with transaction.atomic():
+        run = HandlerRun.objects.select_for_update().get(pk=run_id)
+        if run.state == RunState.SUCCEEDED:
+            return Attempt(run=run, skipped=True)
+        run.state = RunState.FAILED
+        run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
+        run.traceback = ""
+        run.finished_at = timezone.now()
+        run.save()
+    attempt = Attempt(run=run, exception=exc, permanent=False)
+    report(attempt, run.handler_name, event)
+    return attempt

@@ -1,0 +1,81 @@
+"""Handlers and tasks for the dispatch tests, importable by a Celery worker subprocess
+(`celery -A project worker -I tests.handlers_for_dispatch`).
+
+They count their runs in the demo app's `ImportedFile` rows (bucket `RUNS_BUCKET`), so a
+test in another process can see how many times a handler really ran. Registered with
+`@s3_handler` only (no code bindings, so no configuration rows are created on migrate).
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from django.db.models import F
+
+from project.demo.models import ImportedFile
+from s3tasks import PermanentFailure, S3Event, enqueue
+from s3tasks.commands import EnqueueTask, PublishSQS
+from s3tasks.registry import s3_handler
+
+RUNS_BUCKET = "dispatch-test-runs"
+FOLLOWUP_BUCKET = "dispatch-test-followups"
+FOLLOWUP_TASK = "tests.dispatch.followup"
+
+
+def count_run(bucket: str, key: str) -> None:
+    """Add one to the run counter of (bucket, key)."""
+    row, _ = ImportedFile.objects.get_or_create(bucket=bucket, key=key)
+    ImportedFile.objects.filter(pk=row.pk).update(rows=F("rows") + 1)
+
+
+def runs_of(bucket: str, key: str) -> int:
+    row = ImportedFile.objects.filter(bucket=bucket, key=key).first()
+    return row.rows if row else 0
+
+
+@s3_handler(name="tests.dispatch.count")
+def count(event: S3Event) -> dict:
+    count_run(RUNS_BUCKET, event.key)
+    return {"counted": event.key}
+
+
+@s3_handler(name="tests.dispatch.slow_count")
+def slow_count(event: S3Event) -> str:
+    count_run(RUNS_BUCKET, event.key)
+    time.sleep(0.3)  # long enough for a racing dispatcher to arrive while we hold the run
+    return "slow"
+
+
+@s3_handler(name="tests.dispatch.write_then_fail", max_retries=2)
+def write_then_fail(event: S3Event) -> None:
+    count_run(RUNS_BUCKET, event.key)  # rolled back with the failure
+    enqueue(FOLLOWUP_TASK, event.key)  # rolled back too: never sent
+    raise RuntimeError(f"boom on {event.key}")
+
+
+@s3_handler(name="tests.dispatch.fail_permanently")
+def fail_permanently(event: S3Event) -> None:
+    raise PermanentFailure(f"cannot handle {event.key}")
+
+
+@s3_handler(name="tests.dispatch.enqueue_followup")
+def enqueue_followup(event: S3Event) -> str:
+    count_run(RUNS_BUCKET, event.key)
+    enqueue(FOLLOWUP_TASK, event.key)
+    return "enqueued"
+
+
+@s3_handler(name="tests.dispatch.return_commands")
+def return_commands(event: S3Event) -> list:
+    count_run(RUNS_BUCKET, event.key)
+    commands: list = [EnqueueTask(FOLLOWUP_TASK, (event.key,))]
+    if event.raw.get("notify_queue"):
+        commands.append(PublishSQS(event.raw["notify_queue"], {"key": event.key}))
+    return commands
+
+
+@shared_task(name=FOLLOWUP_TASK, serializer="json")
+def followup(key: str) -> str:
+    count_run(FOLLOWUP_BUCKET, key)
+    return key

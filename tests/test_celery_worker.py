@@ -1,0 +1,147 @@
+"""Celery dispatch against a REAL Celery worker subprocess on a Redis broker.
+
+The worker imports `tests.handlers_for_dispatch` (`-I`), uses this test run's database, and
+consumes a queue of its own; the test process sends through Redis (not eager).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from s3tasks.dispatch import dispatch_event
+from s3tasks.events import EventSource, S3Event
+from s3tasks.models import HandlerRun, RunState
+from s3tasks.routing import Route
+from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
+from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+QUEUE = "s3tasks-dispatch-tests"
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {check.__doc__}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def broker(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """Point this process's Celery app at Redis (not eager) and start a worker subprocess."""
+    need(port_open("127.0.0.1", 6379), "needs Redis on 127.0.0.1:6379")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    from project.celery import app
+
+    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
+    _use_broker(app, broker_url=REDIS_URL, task_always_eager=False)
+    with django_db_blocker.unblock():
+        env = subprocess_env(
+            CELERY_BROKER_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="tests.dispatch_worker_settings"
+        )
+    log = open(os.environ.get("S3TASKS_CELERY_TEST_LOG", "/dev/null"), "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool=solo", "-c", "1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+         "-Q", f"{QUEUE},celery", "-I", "tests.handlers_for_dispatch"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield REDIS_URL
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+        _use_broker(app, **saved)
+
+
+def _use_broker(app, **conf) -> None:
+    app.conf.update(**conf)
+    app._pool = None  # producer pools are cached per broker URL
+    app.amqp._producer_pool = None
+
+
+def make_event(key: str) -> S3Event:
+    return S3Event(
+        bucket="dispatch-bucket",
+        key=key,
+        event_name="ObjectCreated:Put",
+        event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        etag="e",
+        source=EventSource.S3,
+    )
+
+
+def dispatch(key: str, handler: str):
+    return dispatch_event(
+        make_event(key), routes=[Route(handler_name=handler, celery_queue=QUEUE)], mode="celery"
+    )
+
+
+def run_in_state(run_id: int, *states: str) -> Callable[[], bool]:
+    def check() -> bool:
+        """the run to reach the expected state"""
+        return HandlerRun.objects.get(pk=run_id).state in states
+
+    return check
+
+
+def test_event_dispatched_in_celery_mode_runs_in_the_worker(broker):
+    outcome = dispatch("worker-ok.csv", "tests.dispatch.count")
+    assert outcome.ok
+    sent = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert sent.celery_task_id and sent.celery_queue == QUEUE
+    wait_for(run_in_state(sent.pk, RunState.SUCCEEDED))
+    run = HandlerRun.objects.get(pk=sent.pk)
+    assert run.attempts == 1 and run.result_summary == '{"counted": "worker-ok.csv"}'
+    assert runs_of(RUNS_BUCKET, "worker-ok.csv") == 1
+
+
+def test_duplicate_delivery_of_a_sent_event_is_not_sent_again(broker):
+    first = dispatch("worker-dup.csv", "tests.dispatch.count")
+    second = dispatch("worker-dup.csv", "tests.dispatch.count")
+    assert second.ok and second.runs[0].skipped
+    wait_for(run_in_state(first.runs[0].run_id, RunState.SUCCEEDED))
+    time.sleep(0.5)  # a second task, had one been sent, would have run by now
+    assert runs_of(RUNS_BUCKET, "worker-dup.csv") == 1
+
+
+def test_failing_handler_retries_with_backoff_then_is_recorded_failed(broker):
+    began = time.monotonic()
+    outcome = dispatch("worker-bad.csv", "tests.dispatch.write_then_fail")
+    assert outcome.ok  # handed to Celery: the failure happens later, in the worker
+    run_id = outcome.runs[0].run_id
+    wait_for(run_in_state(run_id, RunState.RETRYING, RunState.FAILED))
+    wait_for(run_in_state(run_id, RunState.FAILED), timeout=40)
+    run = HandlerRun.objects.get(pk=run_id)
+    assert run.attempts == 3  # first try + max_retries=2
+    assert "RuntimeError: boom on worker-bad.csv" in run.error and "Traceback" in run.traceback
+    assert time.monotonic() - began >= 3  # backoff 1 s then 2 s
+    assert runs_of(RUNS_BUCKET, "worker-bad.csv") == 0  # each attempt's writes rolled back
+    assert runs_of(FOLLOWUP_BUCKET, "worker-bad.csv") == 0  # and its follow-up never sent
+
+
+def test_followup_command_enqueued_by_the_handler_runs_in_the_worker(broker):
+    outcome = dispatch("worker-follow.csv", "tests.dispatch.enqueue_followup")
+    wait_for(run_in_state(outcome.runs[0].run_id, RunState.SUCCEEDED))
+
+    def followup_ran() -> bool:
+        """the follow-up task to run"""
+        return runs_of(FOLLOWUP_BUCKET, "worker-follow.csv") == 1
+
+    wait_for(followup_ran)

@@ -1,0 +1,413 @@
+"""Dispatch on the default database: run records, exactly-once, failures, follow-up commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+
+from s3tasks import signals
+from s3tasks.dispatch import dispatch_event, retry_run
+from s3tasks.events import EventSource, S3Event
+from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
+from s3tasks.routing import Route
+from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
+
+pytestmark = pytest.mark.django_db
+
+
+def make_event(key: str = "in/a.csv", **extra) -> S3Event:
+    return S3Event(
+        bucket="dispatch-bucket",
+        key=key,
+        event_name="ObjectCreated:Put",
+        event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        size=12,
+        etag="abc",
+        sequencer="00A1",
+        region="us-east-1",
+        source=EventSource.S3,
+        raw=extra,
+    )
+
+
+def routes(*names: str) -> list[Route]:
+    return [Route(handler_name=name) for name in names]
+
+
+def test_inline_dispatch_records_event_and_successful_run_with_timings():
+    event = make_event()
+    outcome = dispatch_event(
+        event,
+        routes=routes("tests.dispatch.count"),
+        mode="inline",
+        message_id="m-1",
+        queue_name="q",
+    )
+    assert outcome.ok and not outcome.error
+    record = EventRecord.objects.get(pk=outcome.event_id)
+    assert (record.dedup_key, record.message_id, record.queue_name) == (event.dedup_key, "m-1", "q")
+    assert record.to_event() == event
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.state == RunState.SUCCEEDED and run.attempts == 1
+    assert run.started_at <= run.finished_at and run.duration_ms >= 0
+    assert run.result_summary == '{"counted": "in/a.csv"}'
+    assert runs_of(RUNS_BUCKET, "in/a.csv") == 1
+
+
+def test_duplicate_inline_dispatch_runs_the_handler_once():
+    event = make_event("dup.csv")
+    first = dispatch_event(event, routes=routes("tests.dispatch.count"), mode="inline")
+    second = dispatch_event(event, routes=routes("tests.dispatch.count"), mode="inline")
+    assert second.ok and second.runs[0].skipped and second.event_id == first.event_id
+    assert runs_of(RUNS_BUCKET, "dup.csv") == 1
+    assert HandlerRun.objects.filter(event_id=first.event_id).count() == 1
+
+
+def test_failing_handler_is_recorded_failed_and_its_writes_roll_back(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        outcome = dispatch_event(
+            make_event("bad.csv"), routes=routes("tests.dispatch.write_then_fail"), mode="inline"
+        )
+    assert not outcome.ok and not outcome.permanent
+    assert "RuntimeError: boom on bad.csv" in outcome.error
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.state == RunState.FAILED and run.attempts == 1
+    assert "Traceback" in run.traceback and "boom on bad.csv" in run.traceback
+    assert runs_of(RUNS_BUCKET, "bad.csv") == 0
+    assert not OutboxMessage.objects.exists() and not callbacks
+
+
+def test_redelivered_failure_runs_again_until_retries_are_exhausted():
+    event = make_event("again.csv")
+    # write_then_fail allows 2 retries: attempts 1..3 are temporary, the 4th is permanent
+    outcomes = [
+        dispatch_event(event, routes=routes("tests.dispatch.write_then_fail"), mode="inline")
+        for _ in range(3)
+    ]
+    assert [o.permanent for o in outcomes] == [False, False, True]
+    assert HandlerRun.objects.get(event__dedup_key=event.dedup_key).attempts == 3
+
+
+def test_permanent_failure_sends_run_failed_signal_with_permanent_true():
+    seen = []
+
+    def receiver(sender, run, event, exception, permanent, **kwargs):
+        seen.append((sender, run.state, type(exception).__name__, permanent))
+
+    signals.run_failed.connect(receiver)
+    try:
+        outcome = dispatch_event(
+            make_event("perm.csv"), routes=routes("tests.dispatch.fail_permanently"), mode="inline"
+        )
+    finally:
+        signals.run_failed.disconnect(receiver)
+    assert outcome.permanent and not outcome.ok
+    assert seen == [("tests.dispatch.fail_permanently", "failed", "PermanentFailure", True)]
+
+
+def test_lifecycle_signals_are_sent_in_order():
+    seen = []
+    hooks = {
+        signals.event_received: lambda sender, event, record, message_id, **kw: seen.append(
+            ("received", message_id)
+        ),
+        signals.run_started: lambda sender, run, event, **kw: seen.append(("started", sender)),
+        signals.run_succeeded: lambda sender, run, event, result, **kw: seen.append(
+            ("succeeded", result)
+        ),
+    }
+    for signal, hook in hooks.items():
+        signal.connect(hook)
+    try:
+        dispatch_event(
+            make_event("sig.csv"),
+            routes=routes("tests.dispatch.count"),
+            mode="inline",
+            message_id="m-9",
+        )
+    finally:
+        for signal, hook in hooks.items():
+            signal.disconnect(hook)
+    assert seen == [
+        ("received", "m-9"),
+        ("started", "tests.dispatch.count"),
+        ("succeeded", {"counted": "sig.csv"}),
+    ]
+
+
+def test_unknown_handler_fails_its_run_with_a_clear_error_without_crashing():
+    outcome = dispatch_event(
+        make_event("unknown.csv"),
+        routes=routes("nope.missing", "tests.dispatch.count"),
+        mode="inline",
+    )
+    assert not outcome.ok
+    missing, counted = outcome.runs
+    assert missing.state == RunState.FAILED and "No s3tasks handler named 'nope.missing'" in (
+        missing.error
+    )
+    assert counted.state == RunState.SUCCEEDED
+
+
+def test_handler_calling_enqueue_sends_the_followup_after_commit(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dispatch_event(
+            make_event("follow.csv"),
+            routes=routes("tests.dispatch.enqueue_followup"),
+            mode="inline",
+        )
+    assert outcome.ok
+    message = OutboxMessage.objects.get()
+    assert message.sent_at is not None and message.target == "tests.dispatch.followup"
+    assert runs_of(FOLLOWUP_BUCKET, "follow.csv") == 1  # eager Celery ran it
+
+
+def test_handler_returning_commands_enqueues_them(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dispatch_event(
+            make_event("ret.csv"), routes=routes("tests.dispatch.return_commands"), mode="inline"
+        )
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.result_summary == "1 follow-up command(s)"
+    assert OutboxMessage.objects.get().sent_at is not None
+    assert runs_of(FOLLOWUP_BUCKET, "ret.csv") == 1
+
+
+def test_eager_celery_dispatch_runs_and_stores_the_task_id(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dispatch_event(
+            make_event("eager.csv"), routes=routes("tests.dispatch.count"), mode="celery"
+        )
+    assert outcome.ok
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.state == RunState.SUCCEEDED and run.celery_task_id
+    again = dispatch_event(
+        make_event("eager.csv"), routes=routes("tests.dispatch.count"), mode="celery"
+    )
+    assert again.runs[0].skipped and runs_of(RUNS_BUCKET, "eager.csv") == 1
+
+
+def test_eager_celery_failure_retries_then_fails_permanently(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.S3TASKS = {**settings.S3TASKS, "RETRY_BACKOFF": 0}
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dispatch_event(
+            make_event("eager-bad.csv"),
+            routes=routes("tests.dispatch.write_then_fail"),
+            mode="celery",
+        )
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.state == RunState.FAILED and run.attempts == 3  # 1 try + 2 retries
+    assert runs_of(RUNS_BUCKET, "eager-bad.csv") == 0
+
+
+def test_retry_run_reruns_a_failed_run_and_leaves_a_succeeded_one():
+    failed = dispatch_event(
+        make_event("r.csv"), routes=routes("tests.dispatch.fail_permanently"), mode="inline"
+    )
+    run = HandlerRun.objects.get(pk=failed.runs[0].run_id)
+    again = retry_run(run, mode="inline")
+    assert again.state == RunState.FAILED and not again.skipped
+    assert HandlerRun.objects.get(pk=run.pk).attempts == 2
+    done = dispatch_event(make_event("s.csv"), routes=routes("tests.dispatch.count"), mode="inline")
+    succeeded = HandlerRun.objects.get(pk=done.runs[0].run_id)
+    assert retry_run(succeeded, mode="inline").skipped
+    assert runs_of(RUNS_BUCKET, "s.csv") == 1
+
+
+def test_celery_dispatch_inside_a_transaction_waits_for_commit(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        outcome = dispatch_event(
+            make_event("later.csv"), routes=routes("tests.dispatch.count"), mode="celery"
+        )
+        assert outcome.ok and outcome.runs[0].state == RunState.PENDING
+        assert runs_of(RUNS_BUCKET, "later.csv") == 0
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert HandlerRun.objects.get(pk=outcome.runs[0].run_id).state == RunState.SUCCEEDED
+
+
+# --- celery hand-off bookkeeping (broker replaced by a recorder) ---------------------------
+
+
+class SentTasks:
+    """Stands in for the broker: records `apply_async` calls of one handler's task."""
+
+    def __init__(self, monkeypatch, handler_name: str, delay: float = 0.0) -> None:
+        from s3tasks.registry import registry
+
+        self.calls: list[dict] = []
+        self.lock = threading.Lock()
+        self.delay = delay
+        monkeypatch.setattr(registry.get(handler_name).task, "apply_async", self.apply_async)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        time.sleep(self.delay)
+        with self.lock:
+            self.calls.append({"args": args, **options})
+
+
+@pytest.mark.django_db(transaction=True)  # celery sends wait for commit
+def test_celery_dispatch_sends_json_args_to_the_routed_queue(monkeypatch, settings):
+    sent = SentTasks(monkeypatch, "tests.dispatch.count")
+    event = make_event("json.csv")
+    outcome = dispatch_event(
+        event, routes=[Route("tests.dispatch.count", celery_queue="imports")], mode="celery"
+    )
+    [call] = sent.calls
+    assert call["args"] == [event.to_dict(), outcome.runs[0].run_id]
+    assert (call["queue"], call["serializer"]) == ("imports", "json")
+    run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
+    assert run.state == RunState.PENDING and run.celery_task_id == call["task_id"]
+    settings.S3TASKS = {**settings.S3TASKS, "CELERY_QUEUE": "s3"}
+    dispatch_event(make_event("q.csv"), routes=routes("tests.dispatch.count"), mode="celery")
+    assert sent.calls[-1]["queue"] == "s3"
+
+
+@pytest.mark.django_db(transaction=True)  # celery sends wait for commit
+def test_run_created_but_never_sent_is_sent_on_redelivery(monkeypatch):
+    from s3tasks.records import ensure_run, record_event
+
+    event = make_event("crashed-before-send.csv")
+    record, _ = record_event(event)
+    ensure_run(record, "tests.dispatch.count")  # the process died right after this commit
+    sent = SentTasks(monkeypatch, "tests.dispatch.count")
+    outcome = dispatch_event(event, routes=routes("tests.dispatch.count"), mode="celery")
+    assert outcome.ok and not outcome.runs[0].skipped and len(sent.calls) == 1
+
+
+@pytest.mark.django_db(transaction=True)  # celery sends wait for commit
+def test_broker_failure_leaves_the_run_unsent_and_the_event_not_ok(monkeypatch):
+    from s3tasks.registry import registry
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(registry.get("tests.dispatch.count").task, "apply_async", refuse)
+    outcome = dispatch_event(
+        make_event("down.csv"), routes=routes("tests.dispatch.count"), mode="celery"
+    )
+    assert not outcome.ok and "broker down" in outcome.error
+    assert HandlerRun.objects.get(pk=outcome.runs[0].run_id).celery_task_id == ""
+
+
+# --- PostgreSQL: races between workers ----------------------------------------------------
+
+
+def _race(target, count: int = 2) -> None:
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        try:
+            barrier.wait(10)
+            target()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_threads_dispatching_the_same_event_inline_run_it_once():
+    event = make_event("race.csv")
+    outcomes = []
+    _race(
+        lambda: outcomes.append(
+            dispatch_event(event, routes=routes("tests.dispatch.slow_count"), mode="inline")
+        )
+    )
+    assert len(outcomes) == 2 and all(o.ok for o in outcomes)
+    assert sorted(o.runs[0].skipped for o in outcomes) == [False, True]
+    assert EventRecord.objects.filter(dedup_key=event.dedup_key).count() == 1
+    assert HandlerRun.objects.count() == 1 and runs_of(RUNS_BUCKET, "race.csv") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_threads_dispatching_the_same_event_to_celery_send_one_task(monkeypatch):
+    sent = SentTasks(monkeypatch, "tests.dispatch.count", delay=0.2)
+    event = make_event("race-celery.csv")
+    _race(lambda: dispatch_event(event, routes=routes("tests.dispatch.count"), mode="celery"))
+    assert len(sent.calls) == 1 and HandlerRun.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_dispatching_the_same_event_run_it_once():
+    from tests.conftest import ROOT, subprocess_env
+
+    start_at = time.time() + 4  # both processes are set up by then and start together
+    code = (
+        "import time, tests.handlers_for_dispatch as h\n"
+        "from s3tasks.dispatch import dispatch_event\n"
+        "from s3tasks.routing import Route\n"
+        "from tests.test_dispatch import make_event\n"
+        f"time.sleep(max(0, {start_at} - time.time()))\n"
+        "o = dispatch_event(make_event('procs.csv'), routes=[Route('tests.dispatch.slow_count')],"
+        " mode='inline')\n"
+        "print('skipped' if o.runs[0].skipped else 'ran', o.ok)\n"
+    )
+    env = subprocess_env()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    last_lines = sorted(out.strip().splitlines()[-1] for out, _ in results)
+    assert last_lines == ["ran True", "skipped True"]
+    assert runs_of(RUNS_BUCKET, "procs.csv") == 1 and HandlerRun.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_handler_sends_no_command_on_postgres():
+    outcome = dispatch_event(
+        make_event("pg-bad.csv"), routes=routes("tests.dispatch.write_then_fail"), mode="inline"
+    )
+    assert not outcome.ok
+    assert not OutboxMessage.objects.exists() and runs_of(FOLLOWUP_BUCKET, "pg-bad.csv") == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_crash_after_commit_before_send_is_sent_once_by_the_relay_on_restart(monkeypatch):
+    from s3tasks.outbox import relay_outbox
+
+    with monkeypatch.context() as crash:
+        crash.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+        outcome = dispatch_event(
+            make_event("pg-crash.csv"),
+            routes=routes("tests.dispatch.enqueue_followup"),
+            mode="inline",
+        )
+    assert outcome.ok and OutboxMessage.objects.get().sent_at is None
+    assert runs_of(FOLLOWUP_BUCKET, "pg-crash.csv") == 0
+    assert relay_outbox() == 1  # the restarted worker's periodic relay
+    assert relay_outbox() == 0
+    assert runs_of(FOLLOWUP_BUCKET, "pg-crash.csv") == 1
