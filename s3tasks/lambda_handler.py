@@ -52,7 +52,30 @@ def handler(event: Any, context: Any = None) -> dict[str, Any] | None:
             return handle_invocation(event)
         return handle_notification(event, context)
     finally:
+        relay_leftover_commands(context)
         release_stale_connections()
+
+
+def relay_leftover_commands(context: Any = None) -> None:
+    """Send follow-up commands an earlier, timed-out or frozen invocation left in the outbox.
+
+    Each handler's commands are sent right after its transaction commits; this catches the
+    ones that missed that moment (the worker does the same on a timer). Skipped when the
+    invocation is out of time; never fails the invocation.
+    """
+    from s3tasks.conf import get_settings
+
+    if _out_of_time(context, get_settings().LAMBDA_TIME_MARGIN_MS):
+        return
+    try:
+        from s3tasks.outbox import relay_outbox
+
+        sent = relay_outbox(limit=50)
+    except Exception:  # the commands stay in the outbox for the next invocation
+        logger.exception("s3tasks: could not relay leftover follow-up commands")
+        return
+    if sent:
+        logger.info("s3tasks: relayed %d leftover follow-up command(s)", sent)
 
 
 def release_stale_connections() -> None:

@@ -202,3 +202,29 @@ def test_lambda_dispatch_setting_hands_handlers_to_celery_instead(
 def test_a_negative_time_margin_is_refused_with_an_example() -> None:
     with pytest.raises(S3TasksConfigurationError, match="LAMBDA_TIME_MARGIN_MS.*2000"):
         build_settings({"LAMBDA_TIME_MARGIN_MS": -5})
+
+
+def test_follow_up_commands_left_in_the_outbox_are_sent_by_the_next_invocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from s3tasks import outbox
+    from s3tasks.models import OutboxKind, OutboxMessage
+
+    sent: list[str] = []
+    monkeypatch.setattr(outbox, "send_celery", lambda message: sent.append(message.target))
+    leftover = OutboxMessage.objects.create(kind=OutboxKind.CELERY, target="demo.summarize")
+
+    handler(load_payload("test_event"), FakeContext())
+
+    assert sent == ["demo.summarize"]
+    leftover.refresh_from_db()
+    assert leftover.sent_at is not None
+
+
+def test_no_relay_is_attempted_when_the_invocation_is_out_of_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from s3tasks import outbox
+
+    monkeypatch.setattr(outbox, "relay_outbox", lambda limit: pytest.fail("relay attempted"))
+    handler(load_payload("test_event"), FakeContext(iter([0] * 10)))
