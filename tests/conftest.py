@@ -7,34 +7,22 @@ need one skip with the reason. With S3TASKS_REQUIRE_SERVICES=1 (CI) every skip f
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
+from s3tasks.emulator import LocalEmulator
+from s3tasks.emulator import port_open as emulator_port_open
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("S3TASKS_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("S3TASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return emulator_port_open(port, host)
 
 
 def need(condition: bool, reason: str) -> None:
@@ -73,45 +61,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 # --- moto's real HTTP server -------------------------------------------------------------
 
 
-class MotoServer:
-    """moto's server in a subprocess on 127.0.0.1 (separate process: no shared state with
-    in-process `mock_aws` tests)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.05)
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).read()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    yield server
-    server.stop()
+def moto_server() -> Iterator[LocalEmulator]:
+    """moto's server in a subprocess on 127.0.0.1, one per test session."""
+    with LocalEmulator() as server:
+        yield server
 
 
 @pytest.fixture
-def moto_endpoint(moto_server: MotoServer, settings, monkeypatch) -> Iterator[str]:
+def moto_endpoint(moto_server: LocalEmulator, settings, monkeypatch) -> Iterator[str]:
     """A clean moto server, with S3TASKS/django-storages/boto3 pointed at it."""
     from s3tasks.aws import reset_clients
 

@@ -10,49 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from s3tasks.emulator import LocalEmulator
 
 INNER_FLAG = "S3TASKS_DEMO_INNER"
 DATABASE_FILE = "demo.sqlite3"
 INTERRUPTED = 130
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"moto's server exited with code {process.returncode}; is moto[server] "
-                "installed (pip install 's3tasks[demo]')?"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"moto's server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
-
-
-def start_emulator(port: int, log_path: Path) -> subprocess.Popen:
-    """moto's server on loopback only (never 0.0.0.0: it accepts any credentials)."""
-    log = open(log_path, "wb")  # noqa: SIM115 (kept open for the server's lifetime)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, process)
-    return process
 
 
 def demo_environment(endpoint: str, data_dir: Path) -> dict[str, str]:
@@ -107,11 +73,10 @@ def launch(argv: list[str], *, port: int, data_dir: Path) -> int:
     """Run the demo (`argv` are the command's own arguments) next to a fresh emulator."""
     data_dir.mkdir(parents=True, exist_ok=True)
     reset_database(data_dir / DATABASE_FILE)
-    port = port or free_port()
-    emulator = start_emulator(port, data_dir / "moto.log")
+    emulator = LocalEmulator(port or None, data_dir / "moto.log").start()
     child = None
     try:
-        env = demo_environment(f"http://127.0.0.1:{port}", data_dir)
+        env = demo_environment(emulator.url, data_dir)
         child = subprocess.Popen(manage_command("s3tasks_demo", *argv), env=env)
         return child.wait()
     except KeyboardInterrupt:
@@ -125,4 +90,4 @@ def launch(argv: list[str], *, port: int, data_dir: Path) -> int:
             stop(child)
         return 0 if child.returncode in (0, -signal.SIGINT) else child.returncode
     finally:
-        stop(emulator)
+        emulator.stop()
