@@ -58,6 +58,8 @@ if os.environ.get("S3TASKS_DB", "sqlite") == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
+            # Long-running processes (sqs_worker) keep connections this long; 0 = per request.
+            "CONN_MAX_AGE": int(os.environ.get("S3TASKS_CONN_MAX_AGE", "0")),
             "NAME": os.environ.get("PGDATABASE", "test"),
             "USER": os.environ.get("PGUSER", "postgres"),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
@@ -69,6 +71,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
+            "CONN_MAX_AGE": int(os.environ.get("S3TASKS_CONN_MAX_AGE", "0")),
             "NAME": os.environ.get("S3TASKS_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
             # WAL lets the worker, the admin and tests read while one writes; IMMEDIATE takes
             # the write lock at BEGIN so concurrent writers queue instead of deadlocking.

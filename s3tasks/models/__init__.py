@@ -10,13 +10,18 @@ from s3tasks.models.config import (
     Topic,
 )
 from s3tasks.models.history import EventRecord, HandlerRun, RunState
+from s3tasks.models.outbox import OutboxKind, OutboxMessage
+from s3tasks.models.worker import MessageFailure
 
 __all__ = [
     "Bucket",
     "EventRecord",
     "HandlerBinding",
     "HandlerRun",
+    "MessageFailure",
     "NotificationRule",
+    "OutboxKind",
+    "OutboxMessage",
     "Queue",
     "RulesVersion",
     "RunState",

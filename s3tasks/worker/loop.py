@@ -1,0 +1,397 @@
+"""The SQS consumer behind `manage.py sqs_worker`.
+
+Threads, and why each exists:
+
+- one *receiver* per queue: long-polls its queue, but only for as many messages as there are
+  free worker slots (backpressure); checks the stop flag right before every receive;
+- `concurrency` *workers*: run `process_message` (the batch core shared with Lambda) wrapped
+  in `close_old_connections()`;
+- one *acker*: deletes handled messages in batches and sets a backoff visibility on failed
+  ones, so a message is deleted only after all its events were handled or handed off;
+- periodic helpers: the visibility *heartbeat*, the *stats* line and the *outbox* relay.
+
+The main thread only starts them, watches the exit conditions and runs the shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.db import close_old_connections, connections
+
+from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_message
+from s3tasks.worker.inflight import InFlight
+from s3tasks.worker.options import WorkerOptions
+from s3tasks.worker.periodic import Periodic
+from s3tasks.worker.slots import Slots
+from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient, backoff_seconds
+from s3tasks.worker.stats import StatsSnapshot, WorkerStats
+
+logger = logging.getLogger("s3tasks.worker")
+
+ProcessFunc = Callable[..., MessageOutcome]
+SLOT_WAIT = 0.5  # how long a receiver waits for a free worker before re-checking the stop flag
+ACK_LINGER = 0.02  # a short wait for more finished messages, so deletes go out in bigger batches
+EMPTY_SHORT_POLL_PAUSE = 0.1  # with --wait-time 0, pause after an empty receive
+RELEASED = None  # the outcome of a message handed back unstarted (visibility 0)
+
+
+class Consumer:
+    """Consume `queues` with a thread pool until told to stop (or an exit condition holds)."""
+
+    def __init__(
+        self,
+        sqs: SqsQueueClient,
+        queues: Sequence[QueueRef],
+        options: WorkerOptions,
+        *,
+        process: ProcessFunc = process_message,
+        record_malformed: Callable[[ReceivedMessage, MessageOutcome], None] | None = None,
+        relay: Callable[[], Any] | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("Consumer needs at least one queue.")
+        self.sqs = sqs
+        self.queues = list(queues)
+        self.options = options
+        self.stats = WorkerStats()
+        self.inflight = InFlight()
+        self._process = process
+        self._record_malformed = record_malformed
+        self._relay = relay
+        self._slots = Slots(options.concurrency, options.max_messages)
+        self._work: queue.SimpleQueue[ReceivedMessage | None] = queue.SimpleQueue()
+        self._done: queue.Queue[tuple[ReceivedMessage, MessageOutcome | None] | None] = (
+            queue.Queue()
+        )
+        self.stop_receiving = threading.Event()  # no receive starts once this is set
+        self.abandon_unstarted = threading.Event()  # shutdown: hand unstarted messages back
+        self._signals = 0
+        self._last_activity = time.monotonic()
+        self._last_touch = 0.0
+        self._receivers: list[threading.Thread] = []
+        self._busy = 0  # messages taken by a worker thread and not yet settled
+        self._busy_lock = threading.Lock()
+
+    # --- public ------------------------------------------------------------------------------
+
+    def run(self, *, install_signal_handlers: bool = False) -> StatsSnapshot:
+        """Consume until stopped; return the final counters."""
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()  # Python only allows it on the main thread
+        workers = [
+            _thread(self._worker_loop, f"s3tasks-worker-{i}")
+            for i in range(self.options.concurrency)
+        ]
+        acker = _thread(self._ack_loop, "s3tasks-acker")
+        periodic = self._periodic_tasks()
+        self._receivers = [
+            _thread(self._receive_loop, f"s3tasks-receive-{q.name}", q) for q in self.queues
+        ]
+        logger.info(
+            "s3tasks worker: consuming %s with %d workers (batch %d, wait %ds, visibility %ds)",
+            ", ".join(q.name for q in self.queues),
+            self.options.concurrency,
+            self.options.batch_size,
+            self.options.wait_time,
+            self.options.visibility_timeout,
+        )
+        try:
+            self._watch()
+        finally:
+            self._shutdown(workers, acker, periodic)
+        final = self.stats.snapshot(len(self.inflight))
+        logger.info("s3tasks worker: stopped; %s", self.stats.line(len(self.inflight)))
+        return final
+
+    def stop(self, *, abandon_unstarted: bool = True) -> None:
+        """Stop receiving now; let in-flight work finish (graceful shutdown)."""
+        self.stop_receiving.set()
+        if abandon_unstarted:
+            self.abandon_unstarted.set()
+
+    # --- main thread -------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        idle_limit = self.options.exit_when_idle
+        while not self.stop_receiving.is_set():
+            if not self._receiving() and self._drained():  # --once / --max-messages reached
+                return
+            if idle_limit is not None and self._drained():
+                if time.monotonic() - self._last_activity >= idle_limit:
+                    logger.info("s3tasks worker: idle for %.1fs, exiting", idle_limit)
+                    return
+            time.sleep(0.05)
+
+    def _receiving(self) -> bool:
+        return any(t.is_alive() for t in self._receivers)
+
+    def _drained(self) -> bool:
+        return len(self.inflight) == 0 and self._busy == 0
+
+    def _shutdown(
+        self, workers: list[threading.Thread], acker: threading.Thread, periodic: list[Periodic]
+    ) -> None:
+        self.stop_receiving.set()
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        # Wait for receivers too: a long poll already under way may still return messages,
+        # which are then handed back (signal) or handled (idle exit) rather than left hidden.
+        while time.monotonic() < deadline and not (self._drained() and not self._receiving()):
+            time.sleep(0.02)
+        if not self._drained():
+            logger.warning(
+                "s3tasks worker: %d message(s) still in flight after the %.0fs shutdown timeout; "
+                "they become visible again when their visibility timeout ends",
+                len(self.inflight),
+                self.options.shutdown_timeout,
+            )
+        for _ in workers:
+            self._work.put(None)
+        if self._drained():
+            for worker in workers:  # idle now: let each close its database connections
+                worker.join(timeout=5)
+        self._done.put(None)
+        acker.join(timeout=10)
+        for task in periodic:
+            task.stop()
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: Any) -> None:
+            self._signals += 1
+            name = signal.Signals(signum).name
+            if self._signals > 1:
+                logger.warning("s3tasks worker: second %s, exiting now", name)
+                os._exit(1)
+            logger.info(
+                "s3tasks worker: %s received; no more receives, finishing %d in-flight "
+                "message(s) (up to %.0fs; send it again to exit at once)",
+                name,
+                len(self.inflight),
+                self.options.shutdown_timeout,
+            )
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # --- receivers ---------------------------------------------------------------------------
+
+    def _receive_loop(self, source: QueueRef) -> None:
+        pause = self.options.receive_error_backoff
+        while not self.stop_receiving.is_set():
+            self._touch_liveness()
+            wanted = self._slots.take(self.options.batch_size, SLOT_WAIT)
+            if wanted == 0:
+                if self._slots.exhausted:
+                    return
+                continue
+            if self.stop_receiving.is_set():  # checked right before every receive
+                self._slots.give_back(wanted)
+                return
+            try:
+                messages = self.sqs.receive(
+                    source,
+                    max_messages=wanted,
+                    wait_time=self.options.wait_time,
+                    visibility_timeout=self.options.visibility_timeout,
+                )
+            except Exception as exc:  # a network error must not kill the receiver
+                self._slots.give_back(wanted)
+                self.stats.add("receive_errors")
+                logger.warning(
+                    "s3tasks worker: receive from %s failed (%s); retrying in %.1fs",
+                    source.name,
+                    exc,
+                    pause,
+                )
+                self.stop_receiving.wait(pause)
+                pause = min(30.0, pause * 2)
+                continue
+            pause = self.options.receive_error_backoff
+            self._accept(messages, wanted)
+            if not messages and self.options.wait_time == 0:
+                self.stop_receiving.wait(EMPTY_SHORT_POLL_PAUSE)  # no hot loop on short polls
+            if self.options.once:
+                return
+
+    def _accept(self, messages: list[ReceivedMessage], wanted: int) -> None:
+        self._slots.give_back(wanted - len(messages))
+        if not messages:
+            return
+        self._last_activity = time.monotonic()
+        self.stats.add("received", len(messages))
+        with self._busy_lock:
+            self._busy += len(messages)
+        for message in messages:
+            self.inflight.add(message, self.options.visibility_timeout)
+            self._work.put(message)
+
+    def _touch_liveness(self) -> None:
+        path = self.options.heartbeat_file
+        now = time.monotonic()
+        if not path or now - self._last_touch < 1.0:
+            return
+        self._last_touch = now
+        try:
+            Path(path).touch()
+        except OSError as exc:
+            logger.warning("s3tasks worker: cannot touch heartbeat file %s: %s", path, exc)
+
+    # --- workers -----------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while True:
+            message = self._work.get()
+            if message is None:
+                connections.close_all()  # this thread's connections; it ends now
+                return
+            if self.abandon_unstarted.is_set():
+                outcome: MessageOutcome | None = RELEASED
+            else:
+                outcome = self._handle(message)
+            self._done.put((message, outcome))
+            self._slots.release()
+
+    def _handle(self, message: ReceivedMessage) -> MessageOutcome:
+        inbound = InboundMessage(
+            message_id=message.message_id,
+            body=message.body,
+            receive_count=message.receive_count,
+            queue_name=message.queue.name,
+            attributes=message.attributes,
+        )
+        close_old_connections()
+        try:
+            outcome = self._process(inbound, dispatch_mode=self.options.dispatch)
+            if outcome.status == Status.MALFORMED and self._record_malformed is not None:
+                self._record_malformed(message, outcome)
+        except Exception as exc:  # process_message never raises; a recorder might
+            logger.exception("s3tasks worker: message %s failed", message.message_id)
+            outcome = MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
+        finally:
+            close_old_connections()
+        return outcome
+
+    # --- acker -------------------------------------------------------------------------------
+
+    def _ack_loop(self) -> None:
+        finished = False
+        while not finished:
+            try:
+                item = self._done.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch, finished = self._gather(item)
+            if batch:
+                try:
+                    self._settle(batch)
+                except Exception:  # never lose the acker: messages just get redelivered
+                    logger.exception("s3tasks worker: settling %d message(s) failed", len(batch))
+                with self._busy_lock:
+                    self._busy -= len(batch)
+
+    def _gather(self, first: Any) -> tuple[list[tuple[ReceivedMessage, Any]], bool]:
+        """`first` plus whatever else finished meanwhile (up to a few batches' worth)."""
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + ACK_LINGER
+        while len(batch) < 50:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0 or self._busy <= len(batch):
+                timeout = 0
+            try:
+                item = self._done.get(timeout=timeout) if timeout else self._done.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _settle(self, batch: list[tuple[ReceivedMessage, MessageOutcome | None]]) -> None:
+        deletes, retries, timeouts = [], [], []
+        for message, outcome in batch:
+            if outcome is RELEASED:
+                self.stats.add("released")
+                retries.append(message)
+                timeouts.append(0)
+                continue
+            self.stats.add("events", outcome.events)
+            if outcome.deletable:
+                self.stats.add("handled")
+                deletes.append(message)
+                continue
+            self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
+            retries.append(message)
+            timeouts.append(self._backoff(message, outcome))
+        self.inflight.discard(m for m, _ in batch)
+        if deletes:
+            result = self.sqs.delete(deletes)
+            self.stats.add("deleted", len(result.succeeded))
+            self.stats.add("delete_failed", len(result.failed))
+        if retries:
+            self.sqs.change_visibility(retries, timeouts)
+        self._last_activity = time.monotonic()
+
+    def _backoff(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
+        seconds = backoff_seconds(
+            message.receive_count, base=self.options.backoff_base, cap=self.options.max_backoff
+        )
+        limit = message.queue.max_receive_count
+        fate = (
+            "it goes to the dead-letter queue on its next receive"
+            if limit is not None and message.receive_count >= limit
+            else f"retry in {seconds}s"
+        )
+        receives = f"{message.receive_count}/{limit}" if limit else str(message.receive_count)
+        logger.warning(
+            "s3tasks worker: message %s on %s %s (receive %s; %s): %s",
+            message.message_id,
+            message.queue.name,
+            "is malformed" if outcome.status == Status.MALFORMED else "failed",
+            receives,
+            fate,
+            outcome.error,
+        )
+        return seconds
+
+    # --- periodic helpers --------------------------------------------------------------------
+
+    def _periodic_tasks(self) -> list[Periodic]:
+        tasks = [
+            Periodic("s3tasks-heartbeat", self.options.heartbeat_interval, self._extend_visibility),
+            Periodic("s3tasks-stats", self.options.stats_interval, self._log_stats),
+        ]
+        if self._relay is not None:
+            tasks.append(Periodic("s3tasks-outbox", self.options.outbox_interval, self._relay))
+        for task in tasks:
+            task.start()
+        return tasks
+
+    def _extend_visibility(self) -> None:
+        timeout = self.options.visibility_timeout
+        due = self.inflight.due(within=timeout / 2 + self.options.heartbeat_interval)
+        if not due:
+            return
+        result = self.sqs.change_visibility(due, [timeout] * len(due))
+        self.inflight.extended(result.succeeded, timeout)
+        self.stats.add("extended", len(result.succeeded))
+
+    def _log_stats(self) -> None:
+        logger.info("s3tasks worker: %s", self.stats.line(len(self.inflight)))
+
+
+def _thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
+    # Daemon threads: a forced exit (second signal, shutdown timeout) must not hang on them.
+    thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+    thread.start()
+    return thread

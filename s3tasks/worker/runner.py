@@ -1,0 +1,136 @@
+"""Wiring for `sqs_worker`: pick the queues, build the consumer, record malformed messages.
+
+Kept apart from the loop so the loop stays free of models and settings lookups, and apart
+from the management command so scripts and tests can run a worker without `call_command`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from s3tasks.batch import MessageOutcome
+from s3tasks.worker.loop import Consumer
+from s3tasks.worker.options import WorkerOptions
+from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
+
+logger = logging.getLogger("s3tasks.worker")
+
+BODY_EXCERPT = 2000
+
+
+class QueueSelectionError(Exception):
+    """No queue to consume, or one that cannot be found; the message says what to do."""
+
+
+def configured_queue_names() -> list[str]:
+    """Every enabled `Queue` row: its URL when sync filled it in, else its name."""
+    from s3tasks.models import Queue
+
+    return [q.url or q.name for q in Queue.objects.filter(enabled=True).order_by("name")]
+
+
+def resolve_queues(sqs: SqsQueueClient, names_or_urls: Sequence[str]) -> list[QueueRef]:
+    """Resolve `--queue` values (or the enabled `Queue` rows) to `QueueRef`s."""
+    wanted = list(dict.fromkeys(names_or_urls)) or configured_queue_names()
+    if not wanted:
+        raise QueueSelectionError(
+            "No queue to consume: there is no enabled Queue in the database. Run "
+            "`manage.py sync_notifications` (or add one in the admin), or pass --queue NAME_OR_URL."
+        )
+    resolved = []
+    for name in wanted:
+        try:
+            resolved.append(sqs.resolve(name))
+        except Exception as exc:
+            raise QueueSelectionError(
+                f"Cannot find SQS queue {name!r} ({exc}). Create it with "
+                "`manage.py sync_notifications`, or check --queue, S3TASKS['REGION'] and "
+                "S3TASKS['ENDPOINT_URL']."
+            ) from exc
+    for ref in resolved:
+        if ref.max_receive_count is None:
+            logger.warning(
+                "s3tasks worker: queue %s has no dead-letter queue (RedrivePolicy); a message "
+                "that always fails is retried until it expires",
+                ref.name,
+            )
+    return resolved
+
+
+def record_malformed(message: ReceivedMessage, outcome: MessageOutcome) -> None:
+    """Keep a row about a malformed message (upserted per queue + message id)."""
+    from s3tasks.models import MessageFailure
+
+    now = timezone.now()
+    MessageFailure.objects.update_or_create(
+        queue_name=message.queue.name[:200],
+        message_id=message.message_id[:200],
+        defaults={
+            "receive_count": message.receive_count,
+            "reason": outcome.error,
+            "body_excerpt": message.body[:BODY_EXCERPT],
+            "last_seen_at": now,
+        },
+        create_defaults={
+            "receive_count": message.receive_count,
+            "reason": outcome.error,
+            "body_excerpt": message.body[:BODY_EXCERPT],
+            "first_seen_at": now,
+            "last_seen_at": now,
+        },
+    )
+
+
+def outbox_relay() -> Any:
+    """A callable sending follow-up commands left over (e.g. after a crash), or None."""
+    try:
+        from s3tasks.outbox import relay_outbox
+    except ImportError as exc:
+        logger.warning("s3tasks worker: no outbox relay available (%s); not relaying", exc)
+        return None
+
+    def relay() -> None:
+        close_old_connections()
+        try:
+            sent = relay_outbox()
+            if sent:
+                logger.info("s3tasks worker: relayed %d follow-up command(s)", sent)
+        finally:
+            close_old_connections()
+
+    return relay
+
+
+def warn_about_connection_age() -> None:
+    """Say so when `CONN_MAX_AGE=0` makes every message open a new database connection.
+
+    The worker calls `close_old_connections()` around each message, which honours
+    `CONN_MAX_AGE` exactly as a request would: with 0 (Django's default) that is a reconnect
+    per message — a new PostgreSQL backend each time, ~30-50% of the worker's throughput.
+    """
+    from django.db import connections
+
+    for alias in connections:
+        if connections[alias].settings_dict.get("CONN_MAX_AGE", 0) == 0:
+            logger.info(
+                "s3tasks worker: DATABASES[%r]['CONN_MAX_AGE'] is 0, so each message opens a "
+                "new database connection; set it to e.g. 60 for workers (docs/worker.md)",
+                alias,
+            )
+
+
+def build_consumer(
+    client: Any, names_or_urls: Sequence[str], options: WorkerOptions, **kwargs: Any
+) -> Consumer:
+    """A `Consumer` on the given (or configured) queues with malformed-message recording."""
+    sqs = SqsQueueClient(client)
+    queues = resolve_queues(sqs, names_or_urls)
+    kwargs.setdefault("record_malformed", record_malformed)
+    kwargs.setdefault("relay", outbox_relay())
+    warn_about_connection_age()
+    return Consumer(sqs, queues, options, **kwargs)
