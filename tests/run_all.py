@@ -1,4 +1,6 @@
-"""Run the whole test suite: everything on SQLite, then the PostgreSQL-only tests on PostgreSQL.
+"""Run the whole test suite: everything on SQLite, then on PostgreSQL the tests that need it
+(`postgres`: concurrency and idempotency races) and every integration test (real worker, Celery
+and Lambda processes against moto's server), so the guarantees are checked on both databases.
 
 Usage: python tests/run_all.py [extra pytest args]
 """
@@ -36,7 +38,11 @@ def main() -> int:
     if not postgres_reachable():
         print("\n=== PostgreSQL: not reachable on 127.0.0.1:5432; its tests are skipped")
         return sqlite or (1 if os.environ.get("S3TASKS_REQUIRE_SERVICES") == "1" else 0)
-    postgres = run("PostgreSQL", {**base, "S3TASKS_DB": "postgres"}, ["-m", "postgres", *extra])
+    postgres = run(
+        "PostgreSQL",
+        {**base, "S3TASKS_DB": "postgres"},
+        ["-m", "postgres or (integration and not browser)", *extra],
+    )
     return sqlite or postgres
 
 
