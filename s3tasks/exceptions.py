@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.core.exceptions import ImproperlyConfigured
 
 
 class S3TasksError(Exception):
@@ -11,10 +11,6 @@ class S3TasksError(Exception):
 
 class MalformedMessage(S3TasksError, ValueError):
     """A payload is not any envelope s3tasks understands; the message says what was expected."""
-
-
-class InvalidSignature(S3TasksError, SuspiciousOperation):
-    """An SNS message whose signature does not verify (answered as HTTP 400 by Django)."""
 
 
 class S3TasksConfigurationError(S3TasksError, ImproperlyConfigured):
