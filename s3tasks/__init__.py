@@ -34,7 +34,28 @@ _EXPORTS = {
     "PublishSNS": "s3tasks.commands",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BatchTask",
+    "EnqueueTask",
+    "EventSource",
+    "HandlerFailure",
+    "MalformedMessage",
+    "PermanentFailure",
+    "PublishSNS",
+    "PublishSQS",
+    "Route",
+    "S3Event",
+    "S3TasksError",
+    "TemporaryFailure",
+    "enqueue",
+    "on_s3_event",
+    "parse_events",
+    "publish_sns",
+    "publish_sqs",
+    "registry",
+    "route",
+    "s3_handler",
+]
 
 if TYPE_CHECKING:
     from s3tasks.commands import (

@@ -114,3 +114,11 @@ def test_handler_names_that_are_not_identifiers_still_make_celery_tasks(local_re
         pass
 
     assert local_registry.get("reports.nightly-export 2").task.name == "reports.nightly-export 2"
+
+
+def test_every_public_name_is_importable_from_the_package():
+    import s3tasks
+
+    assert sorted(s3tasks.__all__) == sorted(s3tasks._EXPORTS)
+    for name in s3tasks.__all__:
+        assert getattr(s3tasks, name) is not None

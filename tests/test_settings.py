@@ -34,7 +34,7 @@ def test_endpoint_is_passed_to_boto3_only_when_set():
         ({"DISPATCHER": "inline"}, "Unknown S3TASKS setting(s) ['DISPATCHER']"),
         ({"WORKER": {"BATCH_SIZE": 11}}, "1..10"),
         ({"WORKER": {"WAIT_TIME": 30}}, "0..20"),
-        ({"WORKER": {"THREADS": 3}}, "Unknown S3TASKS[\"WORKER\"]"),
+        ({"WORKER": {"THREADS": 3}}, 'Unknown S3TASKS["WORKER"]'),
         ({"BATCH_TREAT_MISSING_KEYS_AS": "Ignore"}, "PermanentFailure"),
     ],
 )

@@ -28,6 +28,7 @@ class RulesVersion(models.Model):
     @classmethod
     def bump(cls) -> None:
         """Record that routing configuration changed (idempotent within a transaction)."""
+
         def _bump() -> None:
             updated = cls.objects.filter(pk=1).update(
                 version=models.F("version") + 1, changed_at=timezone.now()
@@ -106,7 +107,7 @@ class Bucket(SyncedResource):
     cors_rules = models.JSONField(
         default=list,
         blank=True,
-        help_text='Optional CORS rules for browser uploads, as S3 expects them, e.g. '
+        help_text="Optional CORS rules for browser uploads, as S3 expects them, e.g. "
         '[{"AllowedMethods": ["PUT", "POST"], "AllowedOrigins": ["https://app.example.com"]'
         ', "AllowedHeaders": ["*"]}]. Empty: CORS is not managed.',
     )
