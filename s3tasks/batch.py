@@ -1,19 +1,17 @@
 """The batch-processing core shared by `sqs_worker` and the Lambda entrypoint.
 
-One message in → parse → route every event → dispatch → one `MessageOutcome` out. The caller
-(worker or Lambda) decides what an outcome means for SQS: delete, leave for redelivery, or
-report in `batchItemFailures`. Nothing here talks to SQS.
+Messages in → parse each → route every event → dispatch all of them with ONE `dispatch_batch`
+→ one `MessageOutcome` per message out. The caller (worker or Lambda) decides what an outcome
+means for SQS: delete, leave for redelivery, or report in `batchItemFailures`. Nothing here
+talks to SQS. A malformed message or a failing handler fails only its own message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from django.db import transaction
 
 from s3tasks.conf import get_settings
 from s3tasks.envelopes import parse_message
@@ -21,8 +19,6 @@ from s3tasks.events import S3Event
 from s3tasks.exceptions import MalformedMessage
 
 logger = logging.getLogger(__name__)
-
-INLINE = "inline"
 
 
 class Status:
@@ -62,6 +58,35 @@ class MessageOutcome:
 
 def process_message(message: InboundMessage, *, dispatch_mode: str | None = None) -> MessageOutcome:
     """Handle every event in one message; never raises for a bad message or a failing handler."""
+    [outcome] = process_messages([message], dispatch_mode=dispatch_mode)
+    return outcome
+
+
+def process_messages(
+    messages: Iterable[InboundMessage], *, dispatch_mode: str | None = None
+) -> list[MessageOutcome]:
+    """Handle a received batch: one outcome per message, in order; never raises.
+
+    The events of all messages are dispatched together (inline: one transaction, a few
+    statements per batch). If that fails as a whole (a database error), each message is
+    retried alone, so one message the database rejects fails only itself.
+    """
+    mode = dispatch_mode or get_settings().DISPATCH
+    outcomes: dict[int, MessageOutcome] = {}
+    todo: list[tuple[int, InboundMessage, tuple[S3Event, ...]]] = []
+    for index, message in enumerate(messages):
+        parsed = _parse(message)
+        if isinstance(parsed, MessageOutcome):
+            outcomes[index] = parsed
+        else:
+            todo.append((index, message, parsed))
+    if todo:
+        outcomes.update(_dispatch_messages(todo, mode))
+    return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _parse(message: InboundMessage) -> MessageOutcome | tuple[S3Event, ...]:
+    """The message's events, or its final outcome if it has none to run."""
     try:
         parsed = parse_message(message.body)
     except MalformedMessage as exc:
@@ -76,61 +101,55 @@ def process_message(message: InboundMessage, *, dispatch_mode: str | None = None
     if parsed.is_test_event:
         logger.info("s3tasks: s3:TestEvent in message %s acknowledged", message.message_id)
         return MessageOutcome(message.message_id, Status.TEST_EVENT)
-    mode = dispatch_mode or get_settings().DISPATCH
+    return parsed.events
+
+
+Todo = Sequence[tuple[int, InboundMessage, tuple[S3Event, ...]]]
+
+
+def _dispatch_messages(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
+    """Dispatch the events of `todo` together; on a failure of the whole, one by one."""
     try:
-        with _message_transaction(mode):
-            runs, errors = _dispatch_all(parsed.events, message, mode)
-    except Exception as exc:  # the commit itself failed: nothing of this message was kept
-        logger.exception("s3tasks: could not commit message %s", message.message_id)
-        runs, errors = 0, [f"commit failed: {type(exc).__name__}: {exc}"]
-    status = Status.FAILED if errors else Status.HANDLED
-    return MessageOutcome(
-        message.message_id, status, events=len(parsed.events), runs=runs, error="; ".join(errors)
-    )
+        return _dispatch_together(todo, mode)
+    except Exception as exc:  # a broken database or broker must not kill the loop
+        if len(todo) == 1:
+            index, message, events = todo[0]
+            logger.exception("s3tasks: could not dispatch message %s", message.message_id)
+            error = f"dispatch failed: {type(exc).__name__}: {exc}"
+            return {index: MessageOutcome(message.message_id, Status.FAILED, len(events), 0, error)}
+        logger.warning(
+            "s3tasks: dispatching %d messages together failed (%s: %s); one by one now",
+            len(todo),
+            type(exc).__name__,
+            exc,
+        )
+    results: dict[int, MessageOutcome] = {}
+    for entry in todo:
+        results.update(_dispatch_messages([entry], mode))
+    return results
 
 
-def _message_transaction(mode: str) -> AbstractContextManager[Any]:
-    """Inline: one transaction per message, so its events cost one commit (one fsync), not
-    three each. A crash rolls the whole message back and its redelivery runs it cleanly.
-    Celery: no outer transaction, so a task is sent (and the message deleted) only once the
-    broker has it, never on a commit hook that might fail after the outcome was reported."""
-    return transaction.atomic() if mode == INLINE else nullcontext()
-
-
-def _dispatch_all(
-    events: Iterable[S3Event], message: InboundMessage, mode: str
-) -> tuple[int, list[str]]:
-    from s3tasks.dispatch import dispatch_event
+def _dispatch_together(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
+    from s3tasks.dispatch import BatchItem, dispatch_batch
     from s3tasks.routing import route
 
-    runs = 0
-    errors: list[str] = []
-    for event in events:
-        try:
-            outcome = dispatch_event(
-                event,
-                routes=route(event),
-                mode=mode,
-                message_id=message.message_id,
-                queue_name=message.queue_name,
-            )
-        except Exception as exc:  # a broken database or broker must not kill the loop
-            logger.exception("s3tasks: could not dispatch %s", event.key)
-            errors.append(f"{event.key}: {exc}")
-            if mode == INLINE:
-                # The message's transaction may be unusable now: roll all of it back and stop;
-                # the message fails as a whole and its redelivery starts clean.
-                transaction.set_rollback(True)
-                break
-            continue
-        runs += len(outcome.runs)
-        if not outcome.ok:
-            errors.append(f"{event.key}: {outcome.error}")
-    return runs, errors
-
-
-def process_messages(
-    messages: Iterable[InboundMessage], *, dispatch_mode: str | None = None
-) -> list[MessageOutcome]:
-    """Process messages one after the other (the worker parallelises with its own pool)."""
-    return [process_message(m, dispatch_mode=dispatch_mode) for m in messages]
+    items = [
+        BatchItem(event, route(event), message.message_id, message.queue_name)
+        for _, message, events in todo
+        for event in events
+    ]
+    dispatched = iter(dispatch_batch(items, mode=mode))
+    results = {}
+    for index, message, events in todo:
+        runs = 0
+        errors = []
+        for event in events:
+            outcome = next(dispatched)
+            runs += len(outcome.runs)
+            if not outcome.ok:
+                errors.append(f"{event.key}: {outcome.error}")
+        status = Status.FAILED if errors else Status.HANDLED
+        results[index] = MessageOutcome(
+            message.message_id, status, len(events), runs, error="; ".join(errors)
+        )
+    return results

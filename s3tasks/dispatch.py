@@ -1,9 +1,12 @@
-"""Dispatch: record an event, then run its handlers inline or hand them to Celery.
+"""Dispatch: record events, then run their handlers inline or hand them to Celery.
 
-`dispatch_event` is what the batch core (worker and Lambda) calls for every event. It records
-the `EventRecord` and one `HandlerRun` per route idempotently, then
+`dispatch_batch` is what the batch core (worker and Lambda) calls for every received batch;
+`dispatch_event` is a batch of one. The bookkeeping is done per batch: one INSERT for the
+batch's `EventRecord`s and one for its `HandlerRun`s (idempotent, see `records`), then
 
-- `inline`: runs each handler now, exactly once per (dedup key, handler), see `execution`;
+- `inline`: in ONE transaction, the runs that already existed are locked, every handler runs
+  in its own savepoint, exactly once per (dedup key, handler), and all outcomes are written
+  with one UPDATE. A process killed mid-batch commits nothing; the redelivery runs it again.
 - `celery`: sends each handler's registered Celery task (JSON arguments) once and stores the
   task id; the task body (`execute_celery_run`) claims the run the same exactly-once way and
   retries with exponential backoff.
@@ -11,9 +14,11 @@ the `EventRecord` and one `HandlerRun` per route idempotently, then
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import connection, transaction
@@ -23,14 +28,26 @@ from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
 from s3tasks.exceptions import UnknownHandler
 from s3tasks.execution import (
+    OUTCOME_FIELDS,
     Attempt,
     attempt_run,
     fail_without_running,
+    inline_policy,
     is_permanent,
+    mark_unrunnable,
+    report,
     retry_limit,
+    run_claimed,
 )
-from s3tasks.models import HandlerRun, RunState
-from s3tasks.records import ensure_run, record_event
+from s3tasks.models import EventRecord, HandlerRun, RunState
+from s3tasks.records import (
+    RunKey,
+    ensure_run,
+    ensure_runs,
+    record_event,
+    record_events,
+    update_rows,
+)
 from s3tasks.registry import Handler, registry
 from s3tasks.routing import Route, route
 
@@ -68,52 +85,93 @@ class DispatchOutcome:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One event to dispatch, where it came from, and its routes (None: `route(event)`)."""
+
+    event: S3Event
+    routes: Sequence[Route] | None = None
+    message_id: str = ""
+    queue_name: str = ""
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A batch item with its routes resolved and its rows looked up."""
+
+    item: BatchItem
+    routes: Sequence[Route]
+    event_id: int
+    record: EventRecord | None  # set on the first item of an event this batch recorded
+
+    def run_keys(self) -> list[RunKey]:
+        return [(self.event_id, r.handler_name) for r in self.routes]
+
+
 def dispatch_event(
     event: S3Event,
     *,
-    routes: list[Route] | None = None,
+    routes: Sequence[Route] | None = None,
     mode: str | None = None,
     message_id: str = "",
     queue_name: str = "",
 ) -> DispatchOutcome:
     """Record `event` and run (inline) or send (celery) every routed handler exactly once."""
+    [outcome] = dispatch_batch([BatchItem(event, routes, message_id, queue_name)], mode=mode)
+    return outcome
+
+
+def dispatch_batch(items: Sequence[BatchItem], *, mode: str | None = None) -> list[DispatchOutcome]:
+    """Dispatch every item exactly as `dispatch_event` would, one after the other, with the
+    bookkeeping done once per batch; returns one outcome per item, in order.
+
+    A handler failure fails only its own item. A database error (or a handler raising a
+    `BaseException`) propagates, and in inline mode nothing of the batch is kept.
+    """
     mode = mode or get_settings().DISPATCH
     if mode not in (INLINE, CELERY):
         raise ValueError(f"dispatch mode must be 'inline' or 'celery', not {mode!r}.")
-    if routes is None:
-        routes = route(event)
-    with transaction.atomic():  # one commit for all the bookkeeping rows
-        record, created = record_event(event, message_id=message_id, queue_name=queue_name)
-        runs = [ensure_run(record, r.handler_name, r.celery_queue) for r in routes]
-    if created:
+    if not items:
+        return []
+    if mode == INLINE:
+        return _dispatch_inline(items)
+    return _dispatch_celery(items)
+
+
+def _plan(
+    items: Sequence[BatchItem], *, lock: bool
+) -> tuple[list[_Planned], dict[RunKey, HandlerRun]]:
+    """Write the event and run rows of a batch; with `lock`, lock the runs that existed."""
+    routes = [list(i.routes) if i.routes is not None else route(i.event) for i in items]
+    recorded = record_events((i.event, i.message_id, i.queue_name) for i in items)
+    planned = []
+    for item, item_routes in zip(items, routes, strict=True):
+        key = item.event.dedup_key
+        record = recorded.created.pop(key, None)  # pop: only the first item announces it
+        planned.append(_Planned(item, item_routes, recorded.ids[key], record))
+    wanted = {(p.event_id, r.handler_name): r.celery_queue for p in planned for r in p.routes}
+    return planned, ensure_runs(wanted, lock=lock)
+
+
+def _announce(planned: _Planned) -> None:
+    if planned.record is not None:
         signals.event_received.send(
-            sender="s3tasks", event=event, record=record, message_id=message_id
+            sender="s3tasks",
+            event=planned.item.event,
+            record=planned.record,
+            message_id=planned.item.message_id,
         )
-    outcomes = tuple(
-        _dispatch_route(run, event, r, mode) for run, r in zip(runs, routes, strict=True)
-    )
+
+
+def _event_outcome(event_id: int, outcomes: tuple[RunOutcome, ...]) -> DispatchOutcome:
     failed = [o for o in outcomes if not o.ok]
     return DispatchOutcome(
-        event_id=record.pk,
+        event_id=event_id,
         runs=outcomes,
         ok=not failed,
         permanent=bool(failed) and all(o.permanent for o in failed),
         error="; ".join(f"{o.handler_name}: {o.error}" for o in failed),
     )
-
-
-def _dispatch_route(run: HandlerRun, event: S3Event, chosen: Route, mode: str) -> RunOutcome:
-    if run.state == RunState.SUCCEEDED:
-        return _skipped(run)
-    try:
-        handler = registry.get(chosen.handler_name)
-    except UnknownHandler as exc:
-        return _outcome(fail_without_running(run.pk, event, exc))
-    if mode == INLINE:
-        return run_inline(run.pk, handler, event)
-    if run.celery_task_id:  # already handed to the broker by an earlier delivery
-        return _skipped(run)
-    return send_to_celery(run.pk, handler, event, chosen.celery_queue)
 
 
 def _skipped(run: HandlerRun) -> RunOutcome:
@@ -136,18 +194,76 @@ def _outcome(attempt: Attempt) -> RunOutcome:
 # --- inline -------------------------------------------------------------------------------
 
 
+def _dispatch_inline(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
+    """The whole batch in one transaction: rows, claims, handlers (savepoints), outcomes."""
+    attempts: list[tuple[Attempt, str, S3Event]] = []
+    results = []
+    with transaction.atomic():
+        planned, runs = _plan(items, lock=True)
+        claimed: dict[int, HandlerRun] = {}
+        for p in planned:
+            _announce(p)
+            outcomes = []
+            for chosen, key in zip(p.routes, p.run_keys(), strict=True):
+                run = runs[key]
+                attempt = _attempt_inline(run, chosen.handler_name, p.item.event)
+                if not attempt.skipped:
+                    claimed[run.pk] = run
+                    # a snapshot: a duplicate later in the batch may attempt this run again
+                    attempt = replace(attempt, run=copy.copy(run))
+                    attempts.append((attempt, chosen.handler_name, p.item.event))
+                outcomes.append(_outcome(attempt))
+            results.append(_event_outcome(p.event_id, tuple(outcomes)))
+        if claimed:
+            update_rows(list(claimed.values()), OUTCOME_FIELDS)
+    for attempt, handler_name, event in attempts:  # signals once the outcomes are committed
+        report(attempt, handler_name, event)
+    return results
+
+
+def _attempt_inline(run: HandlerRun, handler_name: str, event: S3Event) -> Attempt:
+    if run.state == RunState.SUCCEEDED:
+        return Attempt(run=run, skipped=True)
+    try:
+        handler = registry.get(handler_name)
+    except UnknownHandler as exc:
+        return mark_unrunnable(run, exc)
+    return run_claimed(run, handler, event, inline_policy(handler))
+
+
 def run_inline(run_id: int, handler: Handler, event: S3Event) -> RunOutcome:
     """Run the handler in this process; a failure is left for redelivery (or is permanent)."""
-    limit = retry_limit(handler)
-
-    def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
-        # No in-process retry: the message comes back (SQS) and that is the retry.
-        return RunState.FAILED, is_permanent(exc) or run.attempts > limit
-
-    return _outcome(attempt_run(run_id, handler, event, policy))
+    return _outcome(attempt_run(run_id, handler, event, inline_policy(handler)))
 
 
 # --- celery -------------------------------------------------------------------------------
+
+
+def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
+    """Commit the batch's rows, then send each run's task once (after commit, per run)."""
+    with transaction.atomic():
+        planned, runs = _plan(items, lock=False)
+    results = []
+    for p in planned:
+        _announce(p)
+        outcomes = tuple(
+            _send_route(runs[key], p.item.event, chosen)
+            for chosen, key in zip(p.routes, p.run_keys(), strict=True)
+        )
+        results.append(_event_outcome(p.event_id, outcomes))
+    return results
+
+
+def _send_route(run: HandlerRun, event: S3Event, chosen: Route) -> RunOutcome:
+    if run.state == RunState.SUCCEEDED:
+        return _skipped(run)
+    try:
+        handler = registry.get(chosen.handler_name)
+    except UnknownHandler as exc:
+        return _outcome(fail_without_running(run.pk, event, exc))
+    if run.celery_task_id:  # already handed to the broker by an earlier delivery
+        return _skipped(run)
+    return send_to_celery(run.pk, handler, event, chosen.celery_queue)
 
 
 def celery_queue_for(route_queue: str = "") -> str | None:

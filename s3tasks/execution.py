@@ -1,7 +1,10 @@
 """Run one handler on one event exactly once, whoever calls (inline dispatch or a Celery task).
 
-The run row is locked (`select_for_update` in `transaction.atomic`; SQLite serialises writers)
-for the whole attempt, so a racing worker waits and then sees `succeeded`. The handler's own
+`run_claimed` is the attempt itself, on a run the caller has locked: batched inline dispatch
+locks a batch's runs at once and writes all outcomes in one UPDATE; `attempt_run` (Celery tasks,
+admin retries) locks one run, calls it and saves. The run row is locked (`select_for_update` in
+`transaction.atomic`; SQLite serialises writers) for the whole attempt, so a racing worker waits
+and then sees `succeeded`. The handler's own
 writes, the outbox rows of its follow-up commands and the `succeeded` state commit together:
 a process killed mid-handler rolls all of it back and a redelivery runs it again cleanly. A
 failing handler's writes roll back to a savepoint; the failure itself is recorded.
@@ -31,6 +34,18 @@ logger = logging.getLogger(__name__)
 
 # (run after the failed attempt, the exception) -> (state to record, permanent?)
 FailurePolicy = Callable[[HandlerRun, BaseException], tuple[str, bool]]
+
+# What an attempt changes on its run: saved with `update_fields`, or in one bulk UPDATE.
+OUTCOME_FIELDS = [
+    "state",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "error",
+    "traceback",
+    "result_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,48 @@ def summarize(result: Any) -> str:
     return truncate(text, SUMMARY_LIMIT)
 
 
+def inline_policy(handler: Handler) -> FailurePolicy:
+    """Inline dispatch has no in-process retry: the redelivered message is the retry, so a
+    failure is permanent only for `PermanentFailure` or once the attempts exceed the limit."""
+    limit = retry_limit(handler)
+
+    def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
+        return RunState.FAILED, is_permanent(exc) or run.attempts > limit
+
+    return policy
+
+
+def run_claimed(
+    run: HandlerRun, handler: Handler, event: S3Event, on_failure: FailurePolicy
+) -> Attempt:
+    """Run `handler` on a run the caller has claimed (locked, not succeeded, in a transaction).
+
+    Counts the attempt, sends `run_started`, runs the handler in a savepoint (a failure rolls
+    back its writes alone) and sets the outcome on `run`; the caller saves `OUTCOME_FIELDS`.
+    """
+    run.attempts += 1
+    run.state = RunState.RUNNING
+    run.started_at = timezone.now()
+    signals.run_started.send(sender=handler.name, run=run, event=event)
+    began = time.perf_counter()
+    try:
+        with transaction.atomic():
+            result = handler.func(event)
+            summary = summarize(result)
+    except Exception as exc:
+        _finish(run, began)
+        state, permanent = on_failure(run, exc)
+        run.state = state
+        run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
+        run.traceback = "".join(traceback.format_exception(exc))
+        return Attempt(run=run, exception=exc, permanent=permanent)
+    _finish(run, began)
+    run.state = RunState.SUCCEEDED
+    run.error = run.traceback = ""
+    run.result_summary = summary
+    return Attempt(run=run, result=result)
+
+
 def attempt_run(
     run_id: int, handler: Handler, event: S3Event, on_failure: FailurePolicy
 ) -> Attempt:
@@ -88,30 +145,8 @@ def attempt_run(
         run = HandlerRun.objects.select_for_update().get(pk=run_id)
         if run.state == RunState.SUCCEEDED:
             return Attempt(run=run, skipped=True)
-        run.attempts += 1
-        run.state = RunState.RUNNING
-        run.started_at = timezone.now()
-        signals.run_started.send(sender=handler.name, run=run, event=event)
-        began = time.perf_counter()
-        try:
-            with transaction.atomic():  # savepoint: a failure rolls back the handler's writes
-                result = handler.func(event)
-                summary = summarize(result)
-        except Exception as exc:
-            _finish(run, began)
-            state, permanent = on_failure(run, exc)
-            run.state = state
-            run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
-            run.traceback = "".join(traceback.format_exception(exc))
-            run.save()
-            attempt = Attempt(run=run, exception=exc, permanent=permanent)
-        else:
-            _finish(run, began)
-            run.state = RunState.SUCCEEDED
-            run.error = run.traceback = ""
-            run.result_summary = summary
-            run.save()
-            attempt = Attempt(run=run, result=result)
+        attempt = run_claimed(run, handler, event, on_failure)
+        run.save(update_fields=OUTCOME_FIELDS)
     report(attempt, handler.name, event)
     return attempt
 
@@ -154,17 +189,22 @@ def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
     )
 
 
+def mark_unrunnable(run: HandlerRun, exc: BaseException) -> Attempt:
+    """Set the outcome of a claimed run that could not even start (unknown handler)."""
+    run.state = RunState.FAILED
+    run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
+    run.traceback = ""
+    run.finished_at = timezone.now()
+    return Attempt(run=run, exception=exc, permanent=False)
+
+
 def fail_without_running(run_id: int, event: S3Event, exc: BaseException) -> Attempt:
     """Record a run that could not even start (unknown handler), without a crash."""
     with transaction.atomic():
         run = HandlerRun.objects.select_for_update().get(pk=run_id)
         if run.state == RunState.SUCCEEDED:
             return Attempt(run=run, skipped=True)
-        run.state = RunState.FAILED
-        run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
-        run.traceback = ""
-        run.finished_at = timezone.now()
-        run.save()
-    attempt = Attempt(run=run, exception=exc, permanent=False)
+        attempt = mark_unrunnable(run, exc)
+        run.save(update_fields=OUTCOME_FIELDS)
     report(attempt, run.handler_name, event)
     return attempt

@@ -3,8 +3,8 @@
 Thin wiring only. Django is configured once per container, then each invocation is sorted by
 its trigger:
 
-- SQS event source mapping → every record goes through the batch core the worker uses
-  (`s3tasks.batch.process_message`); the answer lists only failed records in
+- SQS event source mapping → the records go through the batch core the worker uses
+  (`s3tasks.batch.process_messages`, in chunks); the answer lists only failed records in
   `batchItemFailures`, so Lambda deletes the rest (enable `ReportBatchItemFailures`).
 - S3 trigger, SNS trigger, EventBridge `aws.s3` event → the same core, one message; a failure
   raises, so Lambda's asynchronous retries and on-failure destination / DLQ apply.
@@ -26,6 +26,9 @@ from s3tasks.exceptions import S3TasksError
 logger = logging.getLogger(__name__)
 
 _django_ready = False
+
+# SQS records per `process_messages` call: one transaction each, and a time check between them
+SQS_CHUNK = 10
 
 ACCEPTED_TRIGGERS = (
     "an SQS event source mapping batch",
@@ -140,8 +143,13 @@ def trigger_kind(event: Any) -> str:
 
 
 def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """Process an SQS batch; report only the records to redeliver (`batchItemFailures`)."""
-    from s3tasks.batch import InboundMessage, process_message
+    """Process an SQS batch; report only the records to redeliver (`batchItemFailures`).
+
+    Records go through the batch core in chunks of `SQS_CHUNK` (one transaction each); the
+    remaining time is checked before each chunk, and records not started when less than
+    `LAMBDA_TIME_MARGIN_MS` is left are reported for redelivery.
+    """
+    from s3tasks.batch import InboundMessage, process_messages
     from s3tasks.conf import get_settings
     from s3tasks.envelopes import sqs_records
 
@@ -149,9 +157,9 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
     records = sqs_records(event)
     raw_records = event["Records"]
     failures: list[str] = []
-    for index, record in enumerate(records):
+    for start in range(0, len(records), SQS_CHUNK):
         if _out_of_time(context, settings.LAMBDA_TIME_MARGIN_MS):
-            left = [r.message_id for r in records[index:]]
+            left = [r.message_id for r in records[start:]]
             logger.warning(
                 "s3tasks: less than %d ms left; %d message(s) not started, left for redelivery",
                 settings.LAMBDA_TIME_MARGIN_MS,
@@ -159,16 +167,18 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
             )
             failures.extend(left)
             break
-        message = InboundMessage(
-            message_id=record.message_id,
-            body=record.body,
-            receive_count=_receive_count(record.attributes),
-            queue_name=_queue_name(raw_records[index]),
-            attributes=dict(record.attributes),
-        )
-        outcome = process_message(message, dispatch_mode=settings.LAMBDA_DISPATCH)
-        if not outcome.deletable:
-            failures.append(record.message_id)
+        chunk = [
+            InboundMessage(
+                message_id=record.message_id,
+                body=record.body,
+                receive_count=_receive_count(record.attributes),
+                queue_name=_queue_name(raw_records[index]),
+                attributes=dict(record.attributes),
+            )
+            for index, record in enumerate(records[start : start + SQS_CHUNK], start)
+        ]
+        outcomes = process_messages(chunk, dispatch_mode=settings.LAMBDA_DISPATCH)
+        failures.extend(o.message_id for o in outcomes if not o.deletable)
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
 

@@ -3,7 +3,9 @@
 Lifecycle signals (all sent with `sender=` the handler name or `"s3tasks"`):
 
 - `event_received(event: S3Event, record: EventRecord, message_id: str)` — sender `"s3tasks"`;
-  once per distinct event (not for duplicate deliveries), after its record is committed.
+  once per distinct event (not for duplicate deliveries), once its record is written and before
+  its handlers start (inline: inside the batch's transaction; defer side effects with
+  `transaction.on_commit`).
 - `run_started(run: HandlerRun, event: S3Event)` — sender the handler name; inside the run's
   transaction, just before the handler is called (once per attempt).
 - `run_succeeded(run: HandlerRun, event: S3Event, result: Any)` — after the handler's

@@ -79,3 +79,20 @@ def return_commands(event: S3Event) -> list:
 def followup(key: str) -> str:
     count_run(FOLLOWUP_BUCKET, key)
     return key
+
+
+@s3_handler(name="tests.dispatch.noop")
+def noop(event: S3Event) -> None:
+    return None
+
+
+class SimulatedCrash(BaseException):
+    """Stands in for the process dying mid-batch (not an `Exception`: nothing catches it)."""
+
+
+@s3_handler(name="tests.dispatch.count_or_crash")
+def count_or_crash(event: S3Event) -> str:
+    count_run(RUNS_BUCKET, event.key)
+    if event.raw.get("crash"):
+        raise SimulatedCrash(event.key)
+    return "counted"

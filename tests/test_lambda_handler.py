@@ -97,20 +97,26 @@ def test_duplicate_deliveries_in_one_batch_run_the_handler_once() -> None:
 def test_records_not_started_before_the_time_margin_are_reported_for_redelivery(
     settings,
 ) -> None:
+    from s3tasks.lambda_handler import SQS_CHUNK
+
     settings.S3TASKS = {**settings.S3TASKS, "LAMBDA_TIME_MARGIN_MS": 5_000}
     bind("acme-uploads", "lambda_tests.record")
     template = json.loads(load_payload("lambda_sqs_mixed")["Records"][0]["body"])
     records = []
-    for i in range(4):
+    total = 2 * SQS_CHUNK + 3
+    for i in range(total):
         body = copy.deepcopy(template)
         body["Records"][0]["s3"]["object"]["key"] = f"inbox/file-{i}.csv"
         records.append(sqs_record(f"m{i}", json.dumps(body)))
-    remaining = iter([60_000, 6_000, 4_999, 4_000])
+    remaining = iter([60_000, 6_000, 4_999, 4_000])  # checked before each chunk of records
 
     response = handler({"Records": records}, FakeContext(remaining))
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": "m2"}, {"itemIdentifier": "m3"}]}
-    assert CALLS == [("record", "inbox/file-0.csv"), ("record", "inbox/file-1.csv")]
+    started = 2 * SQS_CHUNK
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": f"m{i}"} for i in range(started, total)]
+    }
+    assert CALLS == [("record", f"inbox/file-{i}.csv") for i in range(started)]
 
 
 def test_s3_trigger_runs_every_record_and_returns_nothing() -> None:

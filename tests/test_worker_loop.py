@@ -260,3 +260,23 @@ def test_no_queue_at_all_is_a_command_error_saying_what_to_do(settings):
 def test_a_queue_that_does_not_exist_is_a_command_error(moto_endpoint):
     with pytest.raises(CommandError, match="Cannot find SQS queue 'nope'.*sync_notifications"):
         call_command("sqs_worker", "--queue", "nope", "--once")
+
+
+def test_each_queue_receiver_asks_for_at_most_its_share_of_the_workers():
+    sqs = MemorySQS()
+    for name in ("busy", "quiet"):
+        make_queue(sqs, name)
+    url = sqs.get_queue_url(QueueName="busy")["QueueUrl"]
+    for i in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    asked: list[int] = []
+    original = sqs.receive_message
+
+    def spy(**kwargs):
+        asked.append(kwargs["MaxNumberOfMessages"])
+        return original(**kwargs)
+
+    sqs.receive_message = spy  # type: ignore[method-assign]
+    final = consumer(sqs, Recorder(delay=0.01), "busy", "quiet", concurrency=4).run()
+    assert final.handled == 12
+    assert max(asked) == 2  # 4 workers, 2 queues: an idle queue never holds them all

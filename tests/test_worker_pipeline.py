@@ -11,13 +11,13 @@ import time
 import pytest
 
 import s3tasks.dispatch
-from s3tasks.batch import InboundMessage, Status, process_message
+from s3tasks.batch import InboundMessage, Status, process_message, process_messages
 from s3tasks.models import EventRecord, HandlerRun, MessageFailure, RunState
 from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
 from s3tasks.worker.memory_sqs import MemorySQS
 from s3tasks.worker.runner import build_consumer, record_malformed
 from tests.worker_app.handlers import COUNT, runs_per_key
-from tests.worker_support import bind, s3_body
+from tests.worker_support import bind, s3_body, s3_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,21 +57,21 @@ def test_malformed_message_is_recorded_and_test_events_are_deleted():
 
 def test_a_message_whose_dispatch_breaks_is_rolled_back_as_a_whole(monkeypatch):
     bind(COUNT, BUCKET)
-    real = s3tasks.dispatch.dispatch_event
+    real = s3tasks.dispatch.run_claimed
 
-    def broken_second(event, **kwargs):
+    def broken_second(run, handler, event, on_failure):
         if event.key.endswith("second.txt"):
             raise RuntimeError("database went away")
-        return real(event, **kwargs)
+        return real(run, handler, event, on_failure)
 
-    monkeypatch.setattr(s3tasks.dispatch, "dispatch_event", broken_second)
+    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", broken_second)
     body = s3_body(BUCKET, "whole/first.txt", "whole/second.txt")
     outcome = process_message(InboundMessage("m1", body), dispatch_mode="inline")
     assert outcome.status == Status.FAILED and "database went away" in outcome.error
     assert runs_per_key() == {}  # the first event's run was not kept either
     assert not EventRecord.objects.exists()
 
-    monkeypatch.setattr(s3tasks.dispatch, "dispatch_event", real)
+    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", real)
     again = process_message(InboundMessage("m1", body, receive_count=2), dispatch_mode="inline")
     assert again.status == Status.HANDLED
     assert runs_per_key() == {"whole/first.txt": 1, "whole/second.txt": 1}
@@ -114,3 +114,43 @@ def test_without_queue_flags_every_enabled_queue_row_is_consumed():
     Queue.objects.create(name="not-created-yet")
     with pytest.raises(QueueSelectionError, match="not-created-yet.*sync_notifications"):
         resolve_queues(client, [])
+
+
+def test_a_received_batch_is_dispatched_together_and_each_message_gets_its_own_outcome():
+    bind(COUNT, BUCKET)
+    a, b = s3_record(BUCKET, "batch/a.txt"), s3_record(BUCKET, "batch/b.txt")
+    messages = [
+        InboundMessage("good", json.dumps({"Records": [a, b]})),
+        InboundMessage("bad", '{"Records": "not a list"}'),
+        InboundMessage("dup", json.dumps({"Records": [b]})),  # b delivered again
+        InboundMessage("test", json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})),
+    ]
+    outcomes = process_messages(messages, dispatch_mode="inline")
+    assert [(o.message_id, o.status, o.events, o.runs) for o in outcomes] == [
+        ("good", Status.HANDLED, 2, 2),
+        ("bad", Status.MALFORMED, 0, 0),
+        ("dup", Status.HANDLED, 1, 1),
+        ("test", Status.TEST_EVENT, 0, 0),
+    ]
+    assert runs_per_key() == {"batch/a.txt": 1, "batch/b.txt": 1}
+
+
+def test_when_a_batch_breaks_as_a_whole_only_the_message_at_fault_fails(monkeypatch):
+    bind(COUNT, BUCKET)
+    real = s3tasks.dispatch.run_claimed
+
+    def broken(run, handler, event, on_failure):
+        if event.key == "split/broken.txt":
+            raise RuntimeError("database rejected it")
+        return real(run, handler, event, on_failure)
+
+    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", broken)
+    messages = [
+        InboundMessage("m1", s3_body(BUCKET, "split/one.txt")),
+        InboundMessage("m2", s3_body(BUCKET, "split/broken.txt", "split/two.txt")),
+        InboundMessage("m3", s3_body(BUCKET, "split/three.txt")),
+    ]
+    outcomes = process_messages(messages, dispatch_mode="inline")
+    assert [o.status for o in outcomes] == [Status.HANDLED, Status.FAILED, Status.HANDLED]
+    assert "database rejected it" in outcomes[1].error
+    assert runs_per_key() == {"split/one.txt": 1, "split/three.txt": 1}

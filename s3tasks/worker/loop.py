@@ -4,8 +4,10 @@ Threads, and why each exists:
 
 - one *receiver* per queue: long-polls its queue, but only for as many messages as there are
   free worker slots (backpressure); checks the stop flag right before every receive;
-- `concurrency` *workers*: run `process_message` (the batch core shared with Lambda) wrapped
-  in `close_old_connections()`;
+- `concurrency` *workers*: each takes one received batch and runs `process_messages` (the
+  batch core shared with Lambda: one transaction and a few SQL statements for the whole
+  batch) wrapped in `close_old_connections()`; a batch holds one slot per message, so the
+  messages in flight never exceed `concurrency`;
 - one *acker*: deletes handled messages in batches and sets a backoff visibility on failed
   ones, so a message is deleted only after all its events were handled or handed off;
 - periodic helpers: the visibility *heartbeat*, the *stats* line and the *outbox* relay.
@@ -27,7 +29,7 @@ from typing import Any
 
 from django.db import close_old_connections, connections
 
-from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_message
+from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_messages
 from s3tasks.worker.inflight import InFlight
 from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.periodic import Periodic
@@ -37,7 +39,8 @@ from s3tasks.worker.stats import StatsSnapshot, WorkerStats
 
 logger = logging.getLogger("s3tasks.worker")
 
-ProcessFunc = Callable[..., MessageOutcome]
+ProcessFunc = Callable[..., MessageOutcome]  # (message, dispatch_mode=) -> outcome
+BatchProcessFunc = Callable[..., list[MessageOutcome]]  # (messages, dispatch_mode=) -> outcomes
 SLOT_WAIT = 0.5  # how long a receiver waits for a free worker before re-checking the stop flag
 ACK_LINGER = 0.02  # a short wait for more finished messages, so deletes go out in bigger batches
 EMPTY_SHORT_POLL_PAUSE = 0.1  # with --wait-time 0, pause after an empty receive
@@ -53,7 +56,8 @@ class Consumer:
         queues: Sequence[QueueRef],
         options: WorkerOptions,
         *,
-        process: ProcessFunc = process_message,
+        process: ProcessFunc | None = None,
+        process_batch: BatchProcessFunc = process_messages,
         record_malformed: Callable[[ReceivedMessage, MessageOutcome], None] | None = None,
         relay: Callable[[], Any] | None = None,
     ) -> None:
@@ -64,11 +68,11 @@ class Consumer:
         self.options = options
         self.stats = WorkerStats()
         self.inflight = InFlight()
-        self._process = process
+        self._process_batch = process_batch if process is None else _one_by_one(process)
         self._record_malformed = record_malformed
         self._relay = relay
         self._slots = Slots(options.concurrency, options.max_messages)
-        self._work: queue.SimpleQueue[ReceivedMessage | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[list[ReceivedMessage] | None] = queue.SimpleQueue()
         self._done: queue.Queue[tuple[ReceivedMessage, MessageOutcome | None] | None] = (
             queue.Queue()
         )
@@ -80,6 +84,9 @@ class Consumer:
         self._receivers: list[threading.Thread] = []
         self._busy = 0  # messages taken by a worker thread and not yet settled
         self._busy_lock = threading.Lock()
+        # A receiver takes at most its share of the slots: one long-polling an empty queue
+        # must not hold every slot while another queue has messages waiting.
+        self._receive_size = min(options.batch_size, max(1, options.concurrency // len(queues)))
 
     # --- public ------------------------------------------------------------------------------
 
@@ -188,7 +195,7 @@ class Consumer:
         pause = self.options.receive_error_backoff
         while not self.stop_receiving.is_set():
             self._touch_liveness()
-            wanted = self._slots.take(self.options.batch_size, SLOT_WAIT)
+            wanted = self._slots.take(self._receive_size, SLOT_WAIT)
             if wanted == 0:
                 if self._slots.exhausted:
                     return
@@ -232,7 +239,7 @@ class Consumer:
             self._busy += len(messages)
         for message in messages:
             self.inflight.add(message, self.options.visibility_timeout)
-            self._work.put(message)
+        self._work.put(messages)  # one worker handles the received batch as a whole
 
     def _touch_liveness(self) -> None:
         path = self.options.heartbeat_file
@@ -249,35 +256,48 @@ class Consumer:
 
     def _worker_loop(self) -> None:
         while True:
-            message = self._work.get()
-            if message is None:
+            batch = self._work.get()
+            if batch is None:
                 connections.close_all()  # this thread's connections; it ends now
                 return
             if self.abandon_unstarted.is_set():
-                outcome: MessageOutcome | None = RELEASED
+                outcomes: list[MessageOutcome | None] = [RELEASED] * len(batch)
             else:
-                outcome = self._handle(message)
-            self._done.put((message, outcome))
-            self._slots.release()
+                outcomes = list(self._handle(batch))
+            for message, outcome in zip(batch, outcomes, strict=True):
+                self._done.put((message, outcome))
+                self._slots.release()
 
-    def _handle(self, message: ReceivedMessage) -> MessageOutcome:
-        inbound = InboundMessage(
-            message_id=message.message_id,
-            body=message.body,
-            receive_count=message.receive_count,
-            queue_name=message.queue.name,
-            attributes=message.attributes,
-        )
+    def _handle(self, batch: list[ReceivedMessage]) -> list[MessageOutcome]:
+        inbound = [
+            InboundMessage(
+                message_id=message.message_id,
+                body=message.body,
+                receive_count=message.receive_count,
+                queue_name=message.queue.name,
+                attributes=message.attributes,
+            )
+            for message in batch
+        ]
         close_old_connections()
         try:
-            outcome = self._process(inbound, dispatch_mode=self.options.dispatch)
-            if outcome.status == Status.MALFORMED and self._record_malformed is not None:
-                self._record_malformed(message, outcome)
-        except Exception as exc:  # process_message never raises; a recorder might
-            logger.exception("s3tasks worker: message %s failed", message.message_id)
-            outcome = MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
+            outcomes = self._process_batch(inbound, dispatch_mode=self.options.dispatch)
+            return [self._recorded(m, o) for m, o in zip(batch, outcomes, strict=True)]
+        except Exception as exc:  # process_messages never raises; a stand-in might
+            logger.exception("s3tasks worker: a batch of %d message(s) failed", len(batch))
+            return [MessageOutcome(m.message_id, Status.FAILED, error=str(exc)) for m in batch]
         finally:
             close_old_connections()
+
+    def _recorded(self, message: ReceivedMessage, outcome: MessageOutcome) -> MessageOutcome:
+        """`outcome`, after recording a malformed message (a recorder error fails it)."""
+        if outcome.status != Status.MALFORMED or self._record_malformed is None:
+            return outcome
+        try:
+            self._record_malformed(message, outcome)
+        except Exception as exc:
+            logger.exception("s3tasks worker: recording malformed %s failed", message.message_id)
+            return MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
         return outcome
 
     # --- acker -------------------------------------------------------------------------------
@@ -388,6 +408,27 @@ class Consumer:
 
     def _log_stats(self) -> None:
         logger.info("s3tasks worker: %s", self.stats.line(len(self.inflight)))
+
+
+def _one_by_one(process: ProcessFunc) -> BatchProcessFunc:
+    """A batch processor calling a per-message `process` (tests and benchmark stand-ins)."""
+
+    def process_batch(
+        messages: list[InboundMessage], dispatch_mode: str | None = None
+    ) -> list[MessageOutcome]:
+        return [_one(process, m, dispatch_mode) for m in messages]
+
+    return process_batch
+
+
+def _one(
+    process: ProcessFunc, message: InboundMessage, dispatch_mode: str | None
+) -> MessageOutcome:
+    try:
+        return process(message, dispatch_mode=dispatch_mode)
+    except Exception as exc:  # fails this message only, as the batch core would
+        logger.exception("s3tasks worker: message %s failed", message.message_id)
+        return MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
 
 
 def _thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
