@@ -1,5 +1,6 @@
 """Dispatch overhead per event: record + claim + run a no-op handler (inline) or record + send
-its Celery task (celery), on SQLite and PostgreSQL.
+its Celery task (celery), on SQLite and PostgreSQL; `batch10` is inline through
+`dispatch_batch` in batches of 10 (what the worker and Lambda do with a received batch).
 
 Baseline, measured in the same run on the same database: the bare `objects.create` of the same
 two rows (`EventRecord` + `HandlerRun`) per event — the least any bookkeeping could cost.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from s3tasks.emulator import port_open  # noqa: E402
+
 REDIS_URL = "redis://127.0.0.1:6379/2"
 PG_BENCH_DB = "bench_s3tasks_dispatch"
-MODES = ("baseline", "inline", "celery", "duplicate")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+MODES = ("baseline", "inline", "batch10", "celery", "duplicate")
+BATCH = 10
 
 
 # --- child: one database ------------------------------------------------------------------
@@ -86,7 +83,7 @@ def child(db: str, count: int) -> dict[str, float]:
     django.setup()
     from django.core.management import call_command
 
-    from s3tasks.dispatch import dispatch_event
+    from s3tasks.dispatch import BatchItem, dispatch_batch, dispatch_event
     from s3tasks.registry import s3_handler
     from s3tasks.routing import Route
 
@@ -100,11 +97,17 @@ def child(db: str, count: int) -> dict[str, float]:
     def dispatch_all(mode: str):
         return lambda events: [dispatch_event(e, routes=routes, mode=mode) for e in events]
 
+    def dispatch_batches(events: list) -> None:
+        for start in range(0, len(events), BATCH):
+            chunk = [BatchItem(e, routes) for e in events[start : start + BATCH]]
+            dispatch_batch(chunk, mode="inline")
+
     warm = make_events(20, "warm")
     dispatch_all("inline")(warm)
     dispatch_all("celery")(warm)
     results = {"baseline": timed("baseline", baseline, make_events(count, "base"))}
     results["inline"] = timed("inline", dispatch_all("inline"), make_events(count, "inline"))
+    results["batch10"] = timed("batch10", dispatch_batches, make_events(count, "batch10"))
     celery_events = make_events(count, "celery")
     results["celery"] = timed("celery", dispatch_all("celery"), celery_events)
     results["duplicate"] = timed("duplicate", dispatch_all("celery"), celery_events)
@@ -155,13 +158,17 @@ def run_child(db: str, count: int) -> dict[str, float] | None:
 
 def table(results: dict[str, dict[str, float]]) -> str:
     lines = [
-        "database | baseline ms | inline ms (ratio) | celery ms (ratio) | duplicate ms (ratio)",
-        "-" * 86,
+        "database | baseline ms | inline ms (ratio) | batch10 ms (ratio) | celery ms (ratio) "
+        "| duplicate ms (ratio)",
+        "-" * 107,
     ]
     for db, r in results.items():
         base = r["baseline"]
-        cells = [f"{r[m]:.3f} ({r[m] / base:.1f}x)" for m in ("inline", "celery", "duplicate")]
-        lines.append(f"{db:>8} | {base:11.3f} | {cells[0]:>17} | {cells[1]:>17} | {cells[2]:>20}")
+        cells = [f"{r[m]:.3f} ({r[m] / base:.2f}x)" for m in MODES[1:]]
+        lines.append(
+            f"{db:>8} | {base:11.3f} | {cells[0]:>17} | {cells[1]:>18} | {cells[2]:>17} "
+            f"| {cells[3]:>20}"
+        )
     return "\n".join(lines)
 
 

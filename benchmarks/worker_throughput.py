@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,23 +29,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from s3tasks.emulator import LocalEmulator, port_open  # noqa: E402
+
 PG_BENCH_DB = "bench_s3tasks_worker"
 BUCKET = "bench-worker"
 EXTRA_APP = "tests.worker_app"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -99,18 +87,19 @@ def parse_only(message, dispatch_mode=None):
 
 
 def profile_one_thread(count: int) -> None:
-    """cProfile `process_message` on this thread (cProfile sees one thread), to stderr."""
+    """cProfile `process_messages` (batches of 10) on this thread (cProfile sees one thread),
+    to stderr."""
     import cProfile
     import pstats
 
-    from s3tasks.batch import InboundMessage, process_message
+    from s3tasks.batch import InboundMessage, process_messages
     from tests.worker_support import s3_body
 
     messages = [InboundMessage(f"p{i}", s3_body(BUCKET, f"profile/{i:06d}")) for i in range(count)]
     profiler = cProfile.Profile()
     profiler.enable()
-    for message in messages:
-        process_message(message, dispatch_mode="inline")
+    for start in range(0, count, 10):
+        process_messages(messages[start : start + 10], dispatch_mode="inline")
     profiler.disable()
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
 
@@ -208,26 +197,6 @@ def ceiling(args: argparse.Namespace) -> list[dict]:
 # --- part 1: end to end over HTTP ------------------------------------------------------------
 
 
-class Moto:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while not port_open(self.port):
-            if time.monotonic() > deadline:
-                raise SystemExit("moto server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
 def fill(sqs, url: str, tag: str, count: int) -> None:
     from tests.worker_support import s3_body
 
@@ -274,7 +243,7 @@ def http(args: argparse.Namespace) -> dict:
 
     database = Path(tempfile.gettempdir()) / "bench-worker-http.sqlite3"
     database.unlink(missing_ok=True)
-    moto = Moto()
+    moto = LocalEmulator().start()
     env = {
         **os.environ,
         "S3TASKS_DB": "sqlite",
