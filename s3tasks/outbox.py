@@ -11,7 +11,7 @@ process dies between the send and the commit — hence the idempotency key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -163,12 +163,9 @@ def send_sqs(sqs: Any, message: OutboxMessage) -> None:
         "MessageBody": payload["body"],
         "MessageAttributes": message_attributes(message),
     }
-    if message.target.endswith(".fifo"):
-        params["MessageGroupId"] = payload["group_id"]
-        params["MessageDeduplicationId"] = payload.get("deduplication_id") or str(
-            message.idempotency_key
-        )
-    elif payload.get("delay_seconds") is not None:
+    fifo = _fifo_params(message)
+    params.update(fifo)
+    if not fifo and payload.get("delay_seconds") is not None:  # FIFO queues refuse a delay
         params["DelaySeconds"] = int(payload["delay_seconds"])
     sqs.send_message(**params)
 
@@ -182,63 +179,75 @@ def send_sns(sns: Any, message: OutboxMessage) -> None:
     }
     if payload.get("subject"):
         params["Subject"] = payload["subject"]
-    if message.target.endswith(".fifo"):
-        params["MessageGroupId"] = payload["group_id"]
-        params["MessageDeduplicationId"] = payload.get("deduplication_id") or str(
-            message.idempotency_key
-        )
+    params.update(_fifo_params(message))
     sns.publish(**params)
+
+
+def _fifo_params(message: OutboxMessage) -> dict[str, str]:
+    """Group and deduplication ids when the target queue/topic is FIFO; {} otherwise."""
+    if not message.target.endswith(".fifo"):
+        return {}
+    payload = message.payload
+    return {
+        "MessageGroupId": payload["group_id"],
+        "MessageDeduplicationId": payload.get("deduplication_id") or str(message.idempotency_key),
+    }
 
 
 # --- name → URL / ARN ---------------------------------------------------------------------
 
 
-def _cache_key(aws: Any, kind: str, name: str) -> tuple[str, ...]:
-    meta = aws.meta
-    return (kind, meta.endpoint_url, meta.region_name, name)
-
-
 def queue_url(sqs: Any, name: str) -> str:
     """The URL of queue `name`: from the `Queue` model, else `get_queue_url`."""
-    key = _cache_key(sqs, "sqs", name)
-    if key in _resolved:
-        return _resolved[key]
-    url = Queue.objects.filter(name=name).exclude(url="").values_list("url", flat=True).first()
-    if not url:
+
+    def ask_aws() -> str:
         try:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            return sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except sqs.exceptions.QueueDoesNotExist:
             raise UnknownTarget(
                 f"SQS queue {name!r} does not exist in {sqs.meta.region_name} and no Queue row "
                 "has its URL. Add it in the admin (Queue) and run `manage.py "
                 "sync_notifications`, or create the queue, or fix the name."
             ) from None
-    _resolved[key] = url
-    return url
+
+    return _resolve(sqs, "sqs", name, Queue, "url", ask_aws)
 
 
 def topic_arn(sns: Any, name: str) -> str:
     """The ARN of topic `name`: from the `Topic` model, else by listing topics (no create)."""
-    key = _cache_key(sns, "sns", name)
-    if key in _resolved:
-        return _resolved[key]
-    arn = Topic.objects.filter(name=name).exclude(arn="").values_list("arn", flat=True).first()
-    if not arn:
+
+    def ask_aws() -> str:
         for page in sns.get_paginator("list_topics").paginate():
             arn = next(
                 (t["TopicArn"] for t in page["Topics"] if t["TopicArn"].split(":")[-1] == name),
                 None,
             )
             if arn:
-                break
-    if not arn:
+                return arn
         raise UnknownTarget(
             f"SNS topic {name!r} does not exist in {sns.meta.region_name} and no Topic row has "
             "its ARN. Add it in the admin (Topic) and run `manage.py sync_notifications`, or "
             "create the topic, or fix the name."
         )
-    _resolved[key] = arn
-    return arn
+
+    return _resolve(sns, "sns", name, Topic, "arn", ask_aws)
+
+
+def _resolve(
+    aws: Any,
+    kind: str,
+    name: str,
+    model: type[Queue | Topic],
+    column: str,
+    ask_aws: Callable[[], str],
+) -> str:
+    """`name`'s URL/ARN, cached per endpoint and region: the model's `column`, else `ask_aws()`."""
+    meta = aws.meta
+    key = (kind, meta.endpoint_url, meta.region_name, name)
+    if key not in _resolved:
+        rows = model.objects.filter(name=name).exclude(**{column: ""})
+        _resolved[key] = rows.values_list(column, flat=True).first() or ask_aws()
+    return _resolved[key]
 
 
 def forget_resolved_names() -> None:

@@ -3,8 +3,10 @@ enable/disable actions and the "Which handlers would run?" tool, including permi
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
-from django.contrib.auth.models import Permission
+from admin_support import login_staff
 from django.urls import reverse
 
 from s3tasks.code_bindings import sync_code_bindings
@@ -21,18 +23,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def staff_client(client, django_user_model):
     """A logged-in staff user holding exactly the given `app.codename` permissions."""
-
-    def make(*perms: str):
-        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        client.force_login(user)
-        return client
-
-    return make
+    return partial(login_staff, client, django_user_model)
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ retry action and the "send test event" page, including permission denials."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
-from django.contrib.auth.models import Permission
+from admin_support import login_staff
 from django.urls import reverse
 
 from s3tasks.dispatch import dispatch_event
@@ -49,17 +51,8 @@ def inline_dispatch(settings):
 
 @pytest.fixture
 def staff_client(client, django_user_model):
-    def make(*perms: str):
-        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        client.force_login(user)
-        return client
-
-    return make
+    """A logged-in staff user holding exactly the given `app.codename` permissions."""
+    return partial(login_staff, client, django_user_model)
 
 
 @pytest.fixture

@@ -52,6 +52,19 @@ def consumer(sqs: MemorySQS, process, *names: str, **options) -> Consumer:
     return Consumer(client, queues, WorkerOptions(**{**QUICK, **options}), process=process)
 
 
+def receive_sizes(sqs: MemorySQS) -> list[int]:
+    """A list that fills with the `MaxNumberOfMessages` of every later receive on `sqs`."""
+    asked: list[int] = []
+    original = sqs.receive_message
+
+    def spy(**kwargs):
+        asked.append(kwargs["MaxNumberOfMessages"])
+        return original(**kwargs)
+
+    sqs.receive_message = spy  # type: ignore[method-assign]
+    return asked
+
+
 def test_handled_messages_are_deleted_in_batches_and_the_queue_ends_empty():
     sqs = MemorySQS()
     url = make_queue(sqs)
@@ -68,14 +81,7 @@ def test_never_receives_more_messages_than_free_workers():
     url = make_queue(sqs)
     for i in range(12):
         sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
-    asked: list[int] = []
-    original = sqs.receive_message
-
-    def spy(**kwargs):
-        asked.append(kwargs["MaxNumberOfMessages"])
-        return original(**kwargs)
-
-    sqs.receive_message = spy  # type: ignore[method-assign]
+    asked = receive_sizes(sqs)
     process = Recorder(delay=0.05)
     final = consumer(sqs, process, concurrency=3, batch_size=10).run()
     assert final.handled == 12
@@ -269,14 +275,7 @@ def test_each_queue_receiver_asks_for_at_most_its_share_of_the_workers():
     url = sqs.get_queue_url(QueueName="busy")["QueueUrl"]
     for i in range(12):
         sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
-    asked: list[int] = []
-    original = sqs.receive_message
-
-    def spy(**kwargs):
-        asked.append(kwargs["MaxNumberOfMessages"])
-        return original(**kwargs)
-
-    sqs.receive_message = spy  # type: ignore[method-assign]
+    asked = receive_sizes(sqs)
     final = consumer(sqs, Recorder(delay=0.01), "busy", "quiet", concurrency=4).run()
     assert final.handled == 12
     assert max(asked) == 2  # 4 workers, 2 queues: an idle queue never holds them all

@@ -93,27 +93,10 @@ def _queue_steps(desired: DesiredState, current: CurrentState) -> list[Step]:
         found = current.queues.get(q.name)
         if found is None:
             role = " (dead-letter queue)" if q.is_implicit_dlq else ""
-            steps.append(
-                Step(
-                    "create_queue",
-                    "queue",
-                    q.name,
-                    f"create SQS queue {q.name}{role}",
-                    {"name": q.name, "attributes": q.attributes, "tags": {MANAGED_TAG: "true"}},
-                )
-            )
+            steps.append(_create_step("queue", "SQS queue", q.name, q.attributes, role))
             continue
-        changed = _changed_attributes(q.attributes, found.attributes)
-        if changed:
-            steps.append(
-                Step(
-                    "update_queue",
-                    "queue",
-                    q.name,
-                    f"update SQS queue {q.name}: set {', '.join(sorted(changed))}",
-                    {"name": q.name, "url": found.url, "attributes": changed},
-                )
-            )
+        target = {"name": q.name, "url": found.url}
+        steps += _update_steps("queue", "SQS queue", q.name, q.attributes, found.attributes, target)
     return steps
 
 
@@ -122,28 +105,35 @@ def _topic_steps(desired: DesiredState, current: CurrentState) -> list[Step]:
     for t in desired.topics:
         found = current.topics.get(t.name)
         if found is None:
-            steps.append(
-                Step(
-                    "create_topic",
-                    "topic",
-                    t.name,
-                    f"create SNS topic {t.name}",
-                    {"name": t.name, "attributes": t.attributes, "tags": {MANAGED_TAG: "true"}},
-                )
-            )
+            steps.append(_create_step("topic", "SNS topic", t.name, t.attributes))
             continue
-        changed = _changed_attributes(t.attributes, found.attributes)
-        if changed:
-            steps.append(
-                Step(
-                    "update_topic",
-                    "topic",
-                    t.name,
-                    f"update SNS topic {t.name}: set {', '.join(sorted(changed))}",
-                    {"arn": found.arn, "attributes": changed},
-                )
-            )
+        target = {"arn": found.arn}
+        steps += _update_steps("topic", "SNS topic", t.name, t.attributes, found.attributes, target)
     return steps
+
+
+def _create_step(
+    kind: str, label: str, name: str, attributes: dict[str, str], note: str = ""
+) -> Step:
+    """Create a missing queue/topic, tagged as managed so stale ones can be found later."""
+    params = {"name": name, "attributes": attributes, "tags": {MANAGED_TAG: "true"}}
+    return Step(f"create_{kind}", kind, name, f"create {label} {name}{note}", params)
+
+
+def _update_steps(
+    kind: str,
+    label: str,
+    name: str,
+    wanted: dict[str, str],
+    current: dict[str, str],
+    target: dict[str, str],
+) -> list[Step]:
+    """Set the attributes of an existing queue/topic (`target`) that differ; [] if none do."""
+    changed = _changed_attributes(wanted, current)
+    if not changed:
+        return []
+    summary = f"update {label} {name}: set {', '.join(sorted(changed))}"
+    return [Step(f"update_{kind}", kind, name, summary, {**target, "attributes": changed})]
 
 
 def _subscription_attributes(raw: bool, filter_policy: dict | None) -> dict[str, str]:

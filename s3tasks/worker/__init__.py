@@ -1,7 +1,8 @@
 """The SQS worker behind `manage.py sqs_worker`.
 
-Read in this order: `sqs` (the thin SQS layer), `options`, `loop` (the consumer),
-`inflight`/`stats`/`periodic` (its helpers), `runner` (wiring to models and settings).
+Read in this order: `sqs` (the thin SQS layer), `options`, `loop` (the consumer), `acker`
+(its finishing side), `inflight`/`stats`/`periodic` (its helpers), `runner` (wiring to
+models and settings).
 `memory_sqs` is an instant in-memory SQS stand-in for tests and benchmarks.
 """
 

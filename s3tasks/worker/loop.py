@@ -8,8 +8,9 @@ Threads, and why each exists:
   batch core shared with Lambda: one transaction and a few SQL statements for the whole
   batch) wrapped in `close_old_connections()`; a batch holds one slot per message, so the
   messages in flight never exceed `concurrency`;
-- one *acker*: deletes handled messages in batches and sets a backoff visibility on failed
-  ones, so a message is deleted only after all its events were handled or handed off;
+- one *acker* (`acker.Acker`): deletes handled messages in batches and sets a backoff
+  visibility on failed ones, so a message is deleted only after all its events were handled
+  or handed off;
 - periodic helpers: the visibility *heartbeat*, the *stats* line and the *outbox* relay.
 
 The main thread only starts them, watches the exit conditions and runs the shutdown.
@@ -30,11 +31,12 @@ from typing import Any
 from django.db import close_old_connections, connections
 
 from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_messages
+from s3tasks.worker.acker import RELEASED, Acker
 from s3tasks.worker.inflight import InFlight
 from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.periodic import Periodic
 from s3tasks.worker.slots import Slots
-from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient, backoff_seconds
+from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
 from s3tasks.worker.stats import StatsSnapshot, WorkerStats
 
 logger = logging.getLogger("s3tasks.worker")
@@ -42,9 +44,7 @@ logger = logging.getLogger("s3tasks.worker")
 ProcessFunc = Callable[..., MessageOutcome]  # (message, dispatch_mode=) -> outcome
 BatchProcessFunc = Callable[..., list[MessageOutcome]]  # (messages, dispatch_mode=) -> outcomes
 SLOT_WAIT = 0.5  # how long a receiver waits for a free worker before re-checking the stop flag
-ACK_LINGER = 0.02  # a short wait for more finished messages, so deletes go out in bigger batches
 EMPTY_SHORT_POLL_PAUSE = 0.1  # with --wait-time 0, pause after an empty receive
-RELEASED = None  # the outcome of a message handed back unstarted (visibility 0)
 
 
 class Consumer:
@@ -73,17 +73,13 @@ class Consumer:
         self._relay = relay
         self._slots = Slots(options.concurrency, options.max_messages)
         self._work: queue.SimpleQueue[list[ReceivedMessage] | None] = queue.SimpleQueue()
-        self._done: queue.Queue[tuple[ReceivedMessage, MessageOutcome | None] | None] = (
-            queue.Queue()
-        )
         self.stop_receiving = threading.Event()  # no receive starts once this is set
         self.abandon_unstarted = threading.Event()  # shutdown: hand unstarted messages back
         self._signals = 0
         self._last_activity = time.monotonic()
         self._last_touch = 0.0
         self._receivers: list[threading.Thread] = []
-        self._busy = 0  # messages taken by a worker thread and not yet settled
-        self._busy_lock = threading.Lock()
+        self._acker = Acker(sqs, options, self.stats, self.inflight, self._mark_active)
         # A receiver takes at most its share of the slots: one long-polling an empty queue
         # must not hold every slot while another queue has messages waiting.
         self._receive_size = min(options.batch_size, max(1, options.concurrency // len(queues)))
@@ -98,7 +94,7 @@ class Consumer:
             _thread(self._worker_loop, f"s3tasks-worker-{i}")
             for i in range(self.options.concurrency)
         ]
-        acker = _thread(self._ack_loop, "s3tasks-acker")
+        acker = _thread(self._acker.run, "s3tasks-acker")
         periodic = self._periodic_tasks()
         self._receivers = [
             _thread(self._receive_loop, f"s3tasks-receive-{q.name}", q) for q in self.queues
@@ -142,7 +138,10 @@ class Consumer:
         return any(t.is_alive() for t in self._receivers)
 
     def _drained(self) -> bool:
-        return len(self.inflight) == 0 and self._busy == 0
+        return len(self.inflight) == 0 and self._acker.busy == 0
+
+    def _mark_active(self) -> None:
+        self._last_activity = time.monotonic()
 
     def _shutdown(
         self, workers: list[threading.Thread], acker: threading.Thread, periodic: list[Periodic]
@@ -165,7 +164,7 @@ class Consumer:
         if self._drained():
             for worker in workers:  # idle now: let each close its database connections
                 worker.join(timeout=5)
-        self._done.put(None)
+        self._acker.close()
         acker.join(timeout=10)
         for task in periodic:
             task.stop()
@@ -233,10 +232,9 @@ class Consumer:
         self._slots.give_back(wanted - len(messages))
         if not messages:
             return
-        self._last_activity = time.monotonic()
+        self._mark_active()
         self.stats.add("received", len(messages))
-        with self._busy_lock:
-            self._busy += len(messages)
+        self._acker.taken(len(messages))
         for message in messages:
             self.inflight.add(message, self.options.visibility_timeout)
         self._work.put(messages)  # one worker handles the received batch as a whole
@@ -265,7 +263,7 @@ class Consumer:
             else:
                 outcomes = list(self._handle(batch))
             for message, outcome in zip(batch, outcomes, strict=True):
-                self._done.put((message, outcome))
+                self._acker.finished(message, outcome)
                 self._slots.release()
 
     def _handle(self, batch: list[ReceivedMessage]) -> list[MessageOutcome]:
@@ -299,90 +297,6 @@ class Consumer:
             logger.exception("s3tasks worker: recording malformed %s failed", message.message_id)
             return MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
         return outcome
-
-    # --- acker -------------------------------------------------------------------------------
-
-    def _ack_loop(self) -> None:
-        finished = False
-        while not finished:
-            try:
-                item = self._done.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch, finished = self._gather(item)
-            if batch:
-                try:
-                    self._settle(batch)
-                except Exception:  # never lose the acker: messages just get redelivered
-                    logger.exception("s3tasks worker: settling %d message(s) failed", len(batch))
-                with self._busy_lock:
-                    self._busy -= len(batch)
-
-    def _gather(self, first: Any) -> tuple[list[tuple[ReceivedMessage, Any]], bool]:
-        """`first` plus whatever else finished meanwhile (up to a few batches' worth)."""
-        if first is None:
-            return [], True
-        batch = [first]
-        deadline = time.monotonic() + ACK_LINGER
-        while len(batch) < 50:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0 or self._busy <= len(batch):
-                timeout = 0
-            try:
-                item = self._done.get(timeout=timeout) if timeout else self._done.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _settle(self, batch: list[tuple[ReceivedMessage, MessageOutcome | None]]) -> None:
-        deletes, retries, timeouts = [], [], []
-        for message, outcome in batch:
-            if outcome is RELEASED:
-                self.stats.add("released")
-                retries.append(message)
-                timeouts.append(0)
-                continue
-            self.stats.add("events", outcome.events)
-            if outcome.deletable:
-                self.stats.add("handled")
-                deletes.append(message)
-                continue
-            self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
-            retries.append(message)
-            timeouts.append(self._backoff(message, outcome))
-        self.inflight.discard(m for m, _ in batch)
-        if deletes:
-            result = self.sqs.delete(deletes)
-            self.stats.add("deleted", len(result.succeeded))
-            self.stats.add("delete_failed", len(result.failed))
-        if retries:
-            self.sqs.change_visibility(retries, timeouts)
-        self._last_activity = time.monotonic()
-
-    def _backoff(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
-        seconds = backoff_seconds(
-            message.receive_count, base=self.options.backoff_base, cap=self.options.max_backoff
-        )
-        limit = message.queue.max_receive_count
-        fate = (
-            "it goes to the dead-letter queue on its next receive"
-            if limit is not None and message.receive_count >= limit
-            else f"retry in {seconds}s"
-        )
-        receives = f"{message.receive_count}/{limit}" if limit else str(message.receive_count)
-        logger.warning(
-            "s3tasks worker: message %s on %s %s (receive %s; %s): %s",
-            message.message_id,
-            message.queue.name,
-            "is malformed" if outcome.status == Status.MALFORMED else "failed",
-            receives,
-            fate,
-            outcome.error,
-        )
-        return seconds
 
     # --- periodic helpers --------------------------------------------------------------------
 
