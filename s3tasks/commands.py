@@ -12,6 +12,7 @@ of `EnqueueTask`/`PublishSQS`/`PublishSNS` values from it: both do the same thin
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,16 +49,18 @@ def _attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
     return _json_safe(dict(attributes or {}), "attributes")
 
 
-class Command:
+class Command(ABC):
     """A follow-up command value; `submit()` writes it to the outbox (sent after commit)."""
 
     kind: str
 
+    @abstractmethod
     def target(self) -> str:
-        raise NotImplementedError
+        """Task name, queue name or topic name the command goes to."""
 
+    @abstractmethod
     def payload(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """JSON-safe body stored in the outbox row."""
 
     def submit(self) -> OutboxMessage:
         from s3tasks.outbox import relay_after_commit
