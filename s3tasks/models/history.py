@@ -64,9 +64,22 @@ class HandlerRun(models.Model):
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     result_summary = models.TextField(blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Handed off and not finished by then: recovery drives the run again.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        indexes = [
+            # Only runs still out on a lease are indexed: finished runs cost the index nothing.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(lease_expires_at__isnull=False),
+                name="s3tasks_run_lease",
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["event", "handler_name"], name="s3tasks_one_run_per_event_handler"
