@@ -119,6 +119,7 @@ def child(db: str, count: int) -> dict[str, float]:
 
 def child_env(db: str) -> dict[str, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "S3TASKS_DB": db}
+    env["S3TASKS_DEV"] = "1"  # the example project's throwaway SECRET_KEY
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["S3TASKS_LOG"] = "WARNING"
     env["CELERY_BROKER_URL"] = REDIS_URL if port_open(6379) else "memory://"

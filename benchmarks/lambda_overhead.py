@@ -117,6 +117,7 @@ def environment(database: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S3TASKS_", "CELERY_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="lambda_settings",
+        S3TASKS_DEV="1",  # the example project's throwaway SECRET_KEY
         S3TASKS_DB="sqlite",
         S3TASKS_SQLITE_PATH=str(database),
         S3TASKS_LOG="WARNING",

@@ -40,6 +40,7 @@ EXTRA_APP = "tests.worker_app"
 def setup_django(env: dict[str, str]) -> None:
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.setdefault("S3TASKS_DEV", "1")  # the example project's throwaway SECRET_KEY
     os.environ["S3TASKS_EXTRA_APPS"] = EXTRA_APP
     os.environ.setdefault("S3TASKS_LOG", "WARNING")
     import django
@@ -178,6 +179,7 @@ def ceiling(args: argparse.Namespace) -> list[dict]:
             "S3TASKS_DB": db,
             "S3TASKS_CONN_MAX_AGE": str(args.conn_max_age),
             "DJANGO_DEBUG": "0",  # as in production: no query log, no debug cursor
+            "S3TASKS_DEV": "1",  # the example project's throwaway SECRET_KEY
             "S3TASKS_PG_TEST_NAME": PG_BENCH_DB,
             "S3TASKS_SQLITE_TEST_PATH": str(Path(tempfile.gettempdir()) / "bench-worker.sqlite3"),
         }
@@ -255,6 +257,7 @@ def http(args: argparse.Namespace) -> dict:
         "S3TASKS_LOG": "WARNING",
         "S3TASKS_CONN_MAX_AGE": str(args.conn_max_age),
         "DJANGO_DEBUG": "0",
+        "S3TASKS_DEV": "1",  # the example project's throwaway SECRET_KEY
         "PYTHONPATH": str(ROOT),
     }
     try:

@@ -1,15 +1,46 @@
 """Settings of the example project. Every knob reads an environment variable so the same
 project serves the local demo (SQLite, eager Celery, moto) and the integration tests
-(PostgreSQL, a real Celery worker on Redis, moto's HTTP server)."""
+(PostgreSQL, a real Celery worker on Redis, moto's HTTP server).
+
+Safe by default: without a development mode this is a deployment, so DEBUG is off and
+DJANGO_SECRET_KEY must be set. `S3TASKS_DEV=1` (the test suite, local experiments) and
+`S3TASKS_DEMO=1` (set by `manage.py s3tasks_demo` for itself and its children) switch to a
+throwaway key with DEBUG on; only the demo mounts the demo pages (`/demo/`).
+"""
 
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "s3tasks-example-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+DEMO_MODE = os.environ.get("S3TASKS_DEMO") == "1"
+DEV_MODE = DEMO_MODE or os.environ.get("S3TASKS_DEV") == "1"
+
+
+def _secret_key() -> str:
+    """The deployment's key; a fixed, public one only in a development mode."""
+    key = os.environ.get("DJANGO_SECRET_KEY", "")
+    if key:
+        return key
+    if DEV_MODE:
+        return "s3tasks-example-not-secret"  # public: anything signed with it is forgeable
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set. Set it to a long random value in production, e.g. "
+        "the output of: python -c 'from django.core.management.utils import "
+        "get_random_secret_key as k; print(k())'. To run the example project locally "
+        "(throwaway key, DEBUG on), set S3TASKS_DEV=1 instead."
+    )
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("DJANGO_DEBUG", "1" if DEV_MODE else "0") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "[::1]"]
+# A deployment names its own hosts, comma-separated: DJANGO_ALLOWED_HOSTS=app.example.com
+ALLOWED_HOSTS += [
+    h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -35,7 +66,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "project.urls"
+# The demo pages exist only while the demo runs (see project/demo/site_urls.py).
+ROOT_URLCONF = "project.demo.site_urls" if DEMO_MODE else "project.urls"
 
 TEMPLATES = [
     {

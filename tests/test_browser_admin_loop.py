@@ -15,7 +15,12 @@ from project.demo.setup import configure_demo_buckets
 from s3tasks.models import HandlerRun, NotificationRule, RunState
 from tests.conftest import ROOT, need, subprocess_env
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
+# The demo pages are mounted only in demo mode (S3TASKS_DEMO=1): the URLconf it selects.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.urls("project.demo.site_urls"),
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.demo_support import demo_env
 
 pytestmark = pytest.mark.integration
-
-
-def demo_env() -> dict[str, str]:
-    """A user's shell: no test database, no endpoint, no broker (the demo sets its own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "S3TASKS_"))}
-    env.pop("CELERY_BROKER_URL", None)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def run_demo(tmp_path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -3,20 +3,24 @@ in a child process whose environment points everything at it.
 
 Django, boto3 and django-storages read the endpoint and database from settings at startup, so
 rather than patching settings in a running process, the demo runs in a fresh process that was
-started with the right environment. The emulator is owned (and stopped) here.
+started with the right environment. The emulator is owned (and stopped) here, and so is the
+demo's process group: on SIGTERM, SIGINT or SIGHUP every process the demo started is ended
+(see `processes`).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from project.demo.processes import SignalLatch, end_process_group
 from s3tasks.emulator import LocalEmulator
 
 INNER_FLAG = "S3TASKS_DEMO_INNER"
+DEMO_MODE_FLAG = "S3TASKS_DEMO"  # project/settings.py: demo pages, throwaway key, DEBUG on
 DATABASE_FILE = "demo.sqlite3"
 INTERRUPTED = 130
 
@@ -28,6 +32,7 @@ def demo_environment(endpoint: str, data_dir: Path) -> dict[str, str]:
     env.update(
         {
             INNER_FLAG: "1",
+            DEMO_MODE_FLAG: "1",
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"),
             "S3TASKS_ENDPOINT_URL": endpoint,
             "S3TASKS_DB": "sqlite",
@@ -55,39 +60,36 @@ def manage_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "django", *args]
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
+def supervise(child: subprocess.Popen, latch: SignalLatch) -> int:
+    """Wait for the demo to finish; on a shutdown signal end its whole process group."""
     try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        while child.poll() is None:
+            if latch.triggered:
+                end_process_group(child, hurry=lambda: latch.hurry)
+                return 0 if child.returncode == 0 else INTERRUPTED
+            time.sleep(0.1)
+        return child.returncode
+    finally:
+        # Also after a normal exit: nothing the demo started may be left behind.
+        end_process_group(child, hurry=lambda: latch.hurry)
 
 
 def launch(argv: list[str], *, port: int, data_dir: Path) -> int:
     """Run the demo (`argv` are the command's own arguments) next to a fresh emulator."""
     data_dir.mkdir(parents=True, exist_ok=True)
     reset_database(data_dir / DATABASE_FILE)
-    emulator = LocalEmulator(port or None, data_dir / "moto.log").start()
-    child = None
-    try:
-        env = demo_environment(emulator.url, data_dir)
-        child = subprocess.Popen(manage_command("s3tasks_demo", *argv), env=env)
-        return child.wait()
-    except KeyboardInterrupt:
-        if child is None:
-            return INTERRUPTED
-        # Ctrl-C reached the whole process group: give the child time to shut down its
-        # worker and web server itself; a second SIGINT now would cut its cleanup short.
+    emulator = LocalEmulator(port or None, data_dir / "moto.log")
+    with SignalLatch() as latch:
         try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            stop(child)
-        return 0 if child.returncode in (0, -signal.SIGINT) else child.returncode
-    finally:
-        emulator.stop()
+            emulator.start()
+            if latch.triggered:
+                return INTERRUPTED
+            env = demo_environment(emulator.url, data_dir)
+            # Its own session and process group, which its worker and runserver join: a
+            # terminal's Ctrl-C reaches only this process, which ends the group in order.
+            child = subprocess.Popen(
+                manage_command("s3tasks_demo", *argv), env=env, start_new_session=True
+            )
+            return supervise(child, latch)
+        finally:
+            emulator.stop()

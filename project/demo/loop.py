@@ -17,7 +17,8 @@ from django.core.management import call_command
 
 from project.demo import report
 from project.demo.handlers import DEMO_BUCKET
-from project.demo.launcher import manage_command, stop
+from project.demo.launcher import INTERRUPTED, manage_command
+from project.demo.processes import stop
 from project.demo.setup import configure_demo_buckets
 from project.demo.tasks import REPORTS_BUCKET, report_key
 
@@ -101,12 +102,13 @@ def run_loop(*, once: bool, timeout: float, web_port: int, data_dir: Path) -> in
     report.step(console, "Database migrated; demo rules come from @on_s3_event in handlers.py")
     with console.status("Syncing buckets, queue and notifications to the emulator…"):
         report.sync_output(console, sync_configuration())
-    worker = start_worker(data_dir / "worker.log")
-    report.step(console, f"Worker started (pid {worker.pid}, log {data_dir / 'worker.log'})")
-    s3 = client("s3")
-    expectation = Expectation()
-    watcher = report.Watcher(console)
+    worker = None
     try:
+        worker = start_worker(data_dir / "worker.log")
+        report.step(console, f"Worker started (pid {worker.pid}, log {data_dir / 'worker.log'})")
+        s3 = client("s3")
+        expectation = Expectation()
+        watcher = report.Watcher(console)
         for key in upload_samples(s3, expectation):
             report.upload(console, DEMO_BUCKET, key)
         ok = watch_until_complete(s3, watcher, expectation, started + timeout)
@@ -119,7 +121,8 @@ def run_loop(*, once: bool, timeout: float, web_port: int, data_dir: Path) -> in
             return 0
         return keep_running(watcher, worker, web_port, data_dir)
     finally:
-        stop(worker)
+        if worker is not None:
+            stop(worker)
 
 
 def watch_until_complete(s3, watcher, expectation: Expectation, deadline: float) -> bool:
@@ -167,23 +170,25 @@ def missing_pieces(s3, watcher, expectation: Expectation) -> list[str]:
 
 
 def keep_running(watcher, worker: subprocess.Popen, web_port: int, data_dir: Path) -> int:
-    """Serve the admin and the upload page until Ctrl-C; keep printing new runs."""
+    """Serve the admin and the upload page until stopped; keep printing new runs."""
     web_log = data_dir / "runserver.log"
-    web = subprocess.Popen(
-        manage_command("runserver", f"127.0.0.1:{web_port}", "--noreload"),
-        stdout=open(web_log, "wb"),  # noqa: SIM115 (closed with the process)
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = settings.S3TASKS["ENDPOINT_URL"]
-    report.keep_running(watcher.console, web_port, DEMO_USER, endpoint)
+    web = None
     try:
+        web = subprocess.Popen(
+            manage_command("runserver", f"127.0.0.1:{web_port}", "--noreload"),
+            stdout=open(web_log, "wb"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+        )
+        endpoint = settings.S3TASKS["ENDPOINT_URL"]
+        report.keep_running(watcher.console, web_port, DEMO_USER, endpoint)
         while worker.poll() is None and web.poll() is None:
             watcher.poll()
             time.sleep(0.5)
     except KeyboardInterrupt:
-        return 0
+        return INTERRUPTED  # Ctrl-C or the launcher's SIGTERM: a normal way to stop
     finally:
-        stop(web)
+        if web is not None:
+            stop(web)
     which = "runserver" if web.returncode is not None else "the worker"
     watcher.console.print(
         f"[bold red]{which} exited unexpectedly[/] (is port {web_port} free? see {web_log} "

@@ -17,6 +17,9 @@ class ImportedFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["bucket", "key"], name="demo_unique_imported_file")
         ]
+        # Uploading through the demo page hands out a presigned POST to the upload bucket:
+        # a right of its own, not something staff status or a view permission implies.
+        permissions = [("upload_csv", "Can upload CSV files through the demo page")]
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key} ({self.rows} rows)"

@@ -23,7 +23,8 @@ class Command(BaseCommand):
             "--once",
             action="store_true",
             help="Exit when the loop completed (0) or the timeout passed (1); otherwise keep "
-            "running with the admin and the upload page served.",
+            "running with the admin and the upload page served until Ctrl-C, SIGTERM or "
+            "SIGHUP, which end every process the demo started.",
         )
         parser.add_argument(
             "--port", type=int, default=0, help="Port of the AWS emulator (default: a free one)."
@@ -51,7 +52,9 @@ class Command(BaseCommand):
         data_dir = Path(options["data_dir"]).resolve()
         if os.environ.get(INNER_FLAG) == "1":
             from project.demo.loop import run_loop
+            from project.demo.processes import interrupt_on_shutdown_signals
 
+            interrupt_on_shutdown_signals()  # the launcher ends the demo with SIGTERM
             try:
                 code = run_loop(
                     once=options["once"],
