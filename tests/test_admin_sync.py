@@ -1,14 +1,17 @@
-"""The admin's "Sync to AWS" action against moto's HTTP server: plan on a confirmation page,
-apply on confirm, status and errors in the bucket list, permission checks."""
+"""The admin's "Sync to AWS" action against moto's HTTP server: plan on a confirmation page
+(each step marked ours/adopted/foreign), apply on confirm, adoption reviewed before it is
+applied, status and errors in the bucket list, permission checks."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from s3tasks.aws import client
-from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue
+from s3tasks.models import Bucket, HandlerBinding, ManagedResource, NotificationRule, Queue
 from s3tasks.models.config import SyncStatus
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
@@ -96,3 +99,57 @@ def test_sync_needs_change_permission_on_buckets_and_rules(client, django_user_m
     client.force_login(django_user_model.objects.get(pk=user.pk))
     page = client.get(reverse("admin:s3tasks_bucket_changelist")).content.decode()
     assert "sync_to_aws" in page
+
+
+FOREIGN_STATEMENT = {
+    "Sid": "ForeignTeamAccess",
+    "Effect": "Allow",
+    "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+    "Action": "sqs:ReceiveMessage",
+    "Resource": "arn:aws:sqs:us-east-1:123456789012:admin-sync-events",
+}
+
+
+def foreign_queue_policy() -> str:
+    sqs = client("sqs")
+    url = sqs.get_queue_url(QueueName="admin-sync-events")["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+
+
+def test_the_plan_marks_whose_each_step_is(admin_client, photos):
+    html = sync_action(admin_client, [photos]).content.decode()
+    assert "<th>Owner</th>" in html
+    assert '<td class="ownership-ours">ours</td>' in html
+    assert 'id="sync-foreign"' not in html
+
+
+def test_a_foreign_queue_blocks_sync_until_the_adoption_is_reviewed_and_applied(
+    admin_client, photos
+):
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [FOREIGN_STATEMENT]})
+    client("sqs").create_queue(QueueName="admin-sync-events", Attributes={"Policy": policy})
+    html = sync_action(admin_client, [photos]).content.decode()
+    assert 'id="sync-foreign"' in html and "SQS queue admin-sync-events exists" in html
+    assert 'value="Apply these changes"' not in html
+    assert 'id="sync-review-adoption"' in html
+    refused = sync_action(admin_client, [photos], post="yes").content.decode()
+    assert "sync_notifications --adopt" in refused
+    assert "admin-sync-photos" not in bucket_names()
+    review = sync_action(admin_client, [photos], adopt="yes").content.decode()
+    assert '<td class="ownership-adopted">adopted</td>' in review
+    assert 'name="adopt" value="yes"' in review and 'value="Apply these changes"' in review
+    applied = sync_action(admin_client, [photos], adopt="yes", post="yes").content.decode()
+    assert "Synced to AWS:" in applied
+    statements = {s["Sid"]: s for s in json.loads(foreign_queue_policy())["Statement"]}
+    assert statements["ForeignTeamAccess"] == FOREIGN_STATEMENT and "s3tasks-s3" in statements
+    origins = set(ManagedResource.objects.values_list("kind", "origin"))
+    assert ("queue", "adopted") in origins
+
+
+def test_ownership_records_are_listed_read_only_in_the_admin(admin_client, photos):
+    sync_action(admin_client, [photos], post="yes")
+    url = reverse("admin:s3tasks_managedresource_changelist")
+    html = admin_client.get(url).content.decode()
+    assert "arn:aws:sqs:us-east-1:123456789012:admin-sync-events" in html
+    assert "created by sync" in html
+    assert admin_client.get(reverse("admin:s3tasks_managedresource_add")).status_code == 403

@@ -1,14 +1,22 @@
-"""compute_plan/apply_plan against moto in-process: idempotency, dry run, foreign entries,
-prune, recorded status, and AWS errors moto cannot produce (stubbed)."""
+"""compute_plan/apply_plan against moto's HTTP server: idempotency, dry run, foreign entries,
+prune, recorded status, and AWS errors moto cannot produce (stubbed). Ownership cases (foreign,
+adopted, upgraded from 0.1) are in test_provisioning_ownership.py."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from moto import mock_aws
 
-from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, Subscription, Topic
+from s3tasks.models import (
+    Bucket,
+    HandlerBinding,
+    ManagedResource,
+    NotificationRule,
+    Queue,
+    Subscription,
+    Topic,
+)
 from s3tasks.provisioning.service import apply_plan, aws_clients, compute_plan, iam_policies, sync
 
 pytestmark = pytest.mark.django_db
@@ -28,14 +36,8 @@ FOREIGN_LAMBDA = {
 
 
 @pytest.fixture
-def aws(aws_credentials, settings):
-    from s3tasks.aws import reset_clients
-
-    settings.S3TASKS = {**settings.S3TASKS, "ENDPOINT_URL": None}
-    reset_clients()
-    with mock_aws():
-        yield aws_clients()
-    reset_clients()
+def aws(moto_endpoint):
+    return aws_clients()
 
 
 @pytest.fixture
@@ -171,14 +173,21 @@ def test_sync_records_created_resources_and_status_on_the_models(aws, uploads):
     assert queue.arn == f"arn:aws:sqs:us-east-1:{ACCOUNT}:s3tasks-events"
 
 
-def test_existing_queue_attributes_are_updated_in_place(aws, uploads):
-    aws["sqs"].create_queue(QueueName="s3tasks-events", Attributes={"VisibilityTimeout": "5"})
+def test_attributes_of_a_queue_sync_created_are_put_back_in_place(aws, uploads):
     assert sync().ok
     url = aws["sqs"].get_queue_url(QueueName="s3tasks-events")["QueueUrl"]
+    policy = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+    # moto drops the policy unless it is sent along (AWS keeps it): send it as read.
+    changed = {"VisibilityTimeout": "5", "Policy": policy["Attributes"]["Policy"]}
+    aws["sqs"].set_queue_attributes(QueueUrl=url, Attributes=changed)
+    plan = compute_plan()
+    assert [s.message for s in plan.changes] == [
+        "update SQS queue s3tasks-events: set VisibilityTimeout"
+    ]
+    assert sync().ok
     attrs = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attrs["VisibilityTimeout"] == "60"
     assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith("events-dlq")
-    assert not Queue.objects.get(name="s3tasks-events").created_by_s3tasks
 
 
 def test_subscription_settings_and_cors_are_synced(aws, uploads):
@@ -228,6 +237,21 @@ def test_destination_validation_error_becomes_a_readable_failure(aws, uploads):
     assert "Unable to validate" in result.error and "policy" in result.error
     uploads.refresh_from_db()
     assert uploads.last_sync_status == "failed" and "Unable to validate" in uploads.last_sync_error
+
+
+def test_ownership_is_recorded_before_each_call_and_undone_when_aws_refuses_it(aws, uploads):
+    import boto3
+    from botocore.stub import Stubber
+
+    plan = compute_plan(["acme-uploads"])
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    stubber = Stubber(sqs)
+    stubber.add_client_error("create_queue", service_error_code="AccessDenied")
+    with stubber:
+        result = apply_plan(plan, clients={**aws, "sqs": sqs})
+    assert not result.ok and result.failed_step.action == "create_queue"
+    kinds = sorted(ManagedResource.objects.values_list("kind", "identifier"))
+    assert kinds == [("bucket", "arn:aws:s3:::acme-uploads")]  # the bucket step went through
 
 
 def test_iam_policies_follow_binding_access_modes(aws, uploads):

@@ -16,6 +16,7 @@ from s3tasks.admin.views import which_handlers_view
 from s3tasks.models import (
     Bucket,
     HandlerBinding,
+    ManagedResource,
     NotificationRule,
     Queue,
     Subscription,
@@ -247,3 +248,21 @@ class NotificationRuleAdmin(admin.ModelAdmin):
             )
         ]
         return custom + super().get_urls()
+
+
+@admin.register(ManagedResource)
+class ManagedResourceAdmin(admin.ModelAdmin):
+    """What sync recorded as s3tasks' own in AWS: written by sync only, shown, never edited."""
+
+    list_display = ("kind", "identifier", "origin", "region", "created_at")
+    list_filter = ("kind", "origin")
+    search_fields = ("identifier",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

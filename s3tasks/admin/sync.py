@@ -14,13 +14,13 @@ from django.template.response import TemplateResponse
 logger = logging.getLogger(__name__)
 
 
-def _plan_or_error(names: list[str]) -> tuple[Any, str]:
+def _plan_or_error(names: list[str], adopt: bool) -> tuple[Any, str]:
     """The sync plan for these buckets, or a readable reason it could not be computed."""
     from s3tasks.exceptions import S3TasksError
     from s3tasks.provisioning.service import compute_plan
 
     try:
-        return compute_plan(names), ""
+        return compute_plan(names, adopt=adopt), ""
     except S3TasksError as exc:  # overlapping rules, bad configuration: the user can fix it
         return None, str(exc)
     except Exception as exc:  # AWS unreachable or refusing: say so instead of a 500
@@ -50,16 +50,23 @@ def sync_buckets_action(
     """First call: show the plan. Second call (the confirmation POST): apply it.
 
     The plan is recomputed on confirm rather than carried in the form, so what is applied is
-    always computed from the current models and the current AWS state.
+    always computed from the current models and the current AWS state. A plan blocked by
+    resources s3tasks did not make offers to review it with adoption (`adopt=yes`, the
+    command's `--adopt`), which is then applied like any other plan.
     """
+    from s3tasks.provisioning.apply import blocked_message
     from s3tasks.provisioning.service import apply_plan
 
     names = sorted(queryset.values_list("name", flat=True))
-    plan, error = _plan_or_error(names)
+    adopt = request.POST.get("adopt") == "yes"
+    plan, error = _plan_or_error(names, adopt)
     if plan is None:
         modeladmin.message_user(request, error, messages.ERROR)
         return None
     if request.POST.get("post") == "yes":
+        if plan.blocked:
+            modeladmin.message_user(request, blocked_message(plan), messages.ERROR)
+            return None
         if not plan.has_changes:
             modeladmin.message_user(request, "Nothing to do: AWS already matches.", messages.INFO)
             return None
@@ -81,6 +88,7 @@ def sync_buckets_action(
         "plan": plan,
         "steps": list(plan.changes),
         "notes": list(plan.notes),
+        "foreign": list(plan.foreign),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "action_name": "sync_to_aws",
         "media": modeladmin.media,

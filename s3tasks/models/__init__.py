@@ -11,6 +11,7 @@ from s3tasks.models.config import (
 )
 from s3tasks.models.history import EventRecord, HandlerRun, RunState
 from s3tasks.models.outbox import OutboxKind, OutboxMessage
+from s3tasks.models.ownership import ManagedResource
 from s3tasks.models.worker import MessageFailure
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "EventRecord",
     "HandlerBinding",
     "HandlerRun",
+    "ManagedResource",
     "MessageFailure",
     "NotificationRule",
     "OutboxKind",

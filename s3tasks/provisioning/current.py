@@ -1,12 +1,13 @@
 """Read the current AWS state that sync compares against (the thin boto3 layer).
 
 Every function takes its boto3 client, so tests hand in moto's. Only what the plan needs is
-read: the desired queues/topics/buckets, plus resources tagged `s3tasks:managed` so stale
-ones can be reported or pruned.
+read: the desired queues/topics/buckets, plus the queues/topics recorded as ours or tagged
+`s3tasks:managed` so stale ones can be reported or pruned.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ class CurrentQueue:
     name: str
     url: str
     attributes: dict[str, str] = field(default_factory=dict)
-    managed: bool = False
+    tagged: bool = False  # s3tasks:managed=true: created by s3tasks (any release)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class CurrentTopic:
     name: str
     arn: str
     attributes: dict[str, str] = field(default_factory=dict)
-    managed: bool = False
+    tagged: bool = False  # s3tasks:managed=true: created by s3tasks (any release)
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,10 @@ def read_queue(sqs: Any, name: str, url: str | None = None) -> CurrentQueue | No
         return None
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
-    return CurrentQueue(name, url, attributes, managed=tags.get(MANAGED_TAG) == "true")
+    return CurrentQueue(name, url, attributes, tagged=tags.get(MANAGED_TAG) == "true")
 
 
-def read_managed_queues(sqs: Any, skip: set[str]) -> dict[str, CurrentQueue]:
+def read_tagged_queues(sqs: Any, skip: set[str]) -> dict[str, CurrentQueue]:
     """Queues tagged `s3tasks:managed=true` (created by sync), except the names in `skip`."""
     found: dict[str, CurrentQueue] = {}
     for page in sqs.get_paginator("list_queues").paginate():
@@ -115,7 +116,7 @@ def read_managed_queues(sqs: Any, skip: set[str]) -> dict[str, CurrentQueue]:
             if name in skip:
                 continue
             if sqs.list_queue_tags(QueueUrl=url).get("Tags", {}).get(MANAGED_TAG) == "true":
-                found[name] = CurrentQueue(name, url, managed=True)
+                found[name] = CurrentQueue(name, url, tagged=True)
     return found
 
 
@@ -125,7 +126,7 @@ def _topic_managed(sns: Any, arn: str) -> bool:
 
 
 def read_topics(sns: Any, wanted: set[str]) -> dict[str, CurrentTopic]:
-    """The wanted topics that exist (with attributes), plus every s3tasks-managed topic."""
+    """The wanted topics that exist (with attributes), plus every tagged topic."""
     found: dict[str, CurrentTopic] = {}
     for page in sns.get_paginator("list_topics").paginate():
         for item in page.get("Topics", []):
@@ -135,7 +136,7 @@ def read_topics(sns: Any, wanted: set[str]) -> dict[str, CurrentTopic]:
                 attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
                 found[name] = CurrentTopic(name, arn, attributes, _topic_managed(sns, arn))
             elif _topic_managed(sns, arn):
-                found[name] = CurrentTopic(name, arn, managed=True)
+                found[name] = CurrentTopic(name, arn, tagged=True)
     return found
 
 
@@ -166,26 +167,42 @@ def read_subscriptions(sns: Any, topic_arns: list[str]) -> tuple[CurrentSubscrip
     return tuple(found)
 
 
+def _recorded_names(arns: Sequence[str], prefix: str) -> set[str]:
+    """Names of the recorded queue/topic ARNs in this account and region."""
+    return {arn[len(prefix) :] for arn in arns if arn.startswith(prefix)}
+
+
 def read_current(
-    desired: DesiredState, clients: dict[str, Any], *, all_buckets: bool
+    desired: DesiredState,
+    clients: dict[str, Any],
+    *,
+    all_buckets: bool,
+    recorded_queues: Sequence[str] = (),
+    recorded_topics: Sequence[str] = (),
 ) -> CurrentState:
     """Everything the plan compares, read through the given clients ("s3", "sqs", "sns").
 
-    Stale managed queues/topics are only looked for when the scope is every bucket: a
-    `--bucket` run must not report another bucket's resources as stale.
+    Stale queues/topics (recorded as ours or tagged) are only looked for when the scope is
+    every bucket: a `--bucket` run must not report another bucket's resources as stale.
     """
     s3, sqs, sns = clients["s3"], clients["sqs"], clients["sns"]
+    account = desired.account
     buckets = {
         b.name: read_bucket(s3, b.name, with_cors=bool(b.cors_rules)) for b in desired.buckets
     }
-    queues: dict[str, CurrentQueue] = {}
-    for q in desired.queues:
-        current = read_queue(sqs, q.name)
-        if current is not None:
-            queues[q.name] = current
+    wanted_queues = {q.name for q in desired.queues}
     if all_buckets:
-        queues.update(read_managed_queues(sqs, skip={q.name for q in desired.queues}))
+        wanted_queues |= _recorded_names(recorded_queues, account.sqs_arn(""))
+    queues: dict[str, CurrentQueue] = {}
+    for name in sorted(wanted_queues):
+        current = read_queue(sqs, name)
+        if current is not None:
+            queues[name] = current
+    if all_buckets:
+        queues.update(read_tagged_queues(sqs, skip=wanted_queues))
     wanted_topics = {t.name for t in desired.topics}
+    if all_buckets:
+        wanted_topics |= _recorded_names(recorded_topics, account.sns_arn(""))
     topics = read_topics(sns, wanted_topics)
     if not all_buckets:
         topics = {n: t for n, t in topics.items() if n in wanted_topics}

@@ -1,10 +1,11 @@
 """Desired AWS state, computed purely from model rows and settings.
 
 Per bucket: existence, the s3tasks-owned notification entries, CORS and the EventBridge switch;
-plus every queue (with its dead-letter queue, redrive policy, visibility timeout and a queue
-policy that lets only our buckets/topics send), every topic (with a policy that lets only our
-buckets publish) and every subscription. ARNs are derived from the account id and region, so
-the plan can be computed before anything exists.
+plus every queue (with its dead-letter queue, redrive policy, visibility timeout and our policy
+statements letting only our buckets/topics send), every topic (with our statement letting only
+our buckets publish) and every subscription. ARNs are derived from the account id and region,
+so the plan can be computed before anything exists. Whether each one is ours, foreign or to
+be adopted is the planner's business (`ownership`), not this module's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from s3tasks.exceptions import S3TasksConfigurationError
 from s3tasks.provisioning.model_rows import ModelRows, QueueRow, RuleRow
 from s3tasks.provisioning.notifications import NotificationEntry, RuleTarget, compile_entries
+from s3tasks.provisioning.policies import sender_statements
 
 MIN_MESSAGE_SIZE = 65536  # S3 event messages can exceed SQS' old small limits
 WANTED_MESSAGE_SIZE = 262144
@@ -46,7 +48,9 @@ class Account:
 class DesiredQueue:
     name: str
     arn: str
-    attributes: dict[str, str] = field(default_factory=dict)  # compared and set as is
+    attributes: dict[str, str] = field(default_factory=dict)  # all set on a queue sync owns
+    explicit: frozenset[str] = frozenset()  # those a Queue row sets (also set on adopted queues)
+    statements: tuple[dict[str, Any], ...] = ()  # our policy statements (merged by Sid)
     is_implicit_dlq: bool = False  # sync adds `<name>-dlq` for queues without a DLQ
 
 
@@ -54,7 +58,7 @@ class DesiredQueue:
 class DesiredTopic:
     name: str
     arn: str
-    attributes: dict[str, str] = field(default_factory=dict)
+    statements: tuple[dict[str, Any], ...] = ()  # our policy statements (merged by Sid)
 
 
 @dataclass(frozen=True)
@@ -116,46 +120,22 @@ def _rule_destination(rule: RuleRow, default_queue: str, account: Account) -> tu
     return "queue", account.sqs_arn(queue)
 
 
-def _sender_policy(
+def _senders_statements(
     resource_arn: str, action: str, buckets: list[str], topics: list[str], account: Account
-) -> str | None:
-    """A resource policy letting only these buckets (S3) and topics (SNS) send to us."""
-    statements: list[dict[str, Any]] = []
-    if buckets:
-        statements.append(
-            {
-                "Sid": "s3tasks-s3",
-                "Effect": "Allow",
-                "Principal": {"Service": "s3.amazonaws.com"},
-                "Action": action,
-                "Resource": resource_arn,
-                "Condition": {
-                    "ArnLike": {"aws:SourceArn": sorted(account.bucket_arn(b) for b in buckets)},
-                    "StringEquals": {"aws:SourceAccount": account.id},
-                },
-            }
-        )
-    if topics:
-        statements.append(
-            {
-                "Sid": "s3tasks-sns",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": action,
-                "Resource": resource_arn,
-                "Condition": {
-                    "ArnEquals": {"aws:SourceArn": sorted(account.sns_arn(t) for t in topics)},
-                },
-            }
-        )
-    if not statements:
-        return None
-    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+) -> tuple[dict[str, Any], ...]:
+    """Our policy statements letting only these buckets (S3) and topics (SNS) send to us."""
+    return sender_statements(
+        resource_arn,
+        action,
+        [account.bucket_arn(b) for b in buckets],
+        [account.sns_arn(t) for t in topics],
+        account.id,
+    )
 
 
-def _queue_attributes(
-    row: QueueRow, dlq: str, senders: dict[str, list[str]], account: Account
-) -> dict[str, str]:
+def _queue(
+    row: QueueRow, has_row: bool, dlq: str, senders: dict[str, list[str]], account: Account
+) -> DesiredQueue:
     attributes = {
         "VisibilityTimeout": str(row.visibility_timeout),
         "MessageRetentionPeriod": str(row.message_retention_seconds),
@@ -166,16 +146,16 @@ def _queue_attributes(
             {"deadLetterTargetArn": account.sqs_arn(dlq), "maxReceiveCount": row.max_receive_count},
             sort_keys=True,
         )
-    policy = _sender_policy(
-        account.sqs_arn(row.name),
-        "sqs:SendMessage",
-        senders.get("bucket", []),
-        senders.get("topic", []),
-        account,
+    # A Queue row's fields are explicit; an implied queue (DEFAULT_QUEUE) or an automatic DLQ
+    # only has defaults, which are never forced onto a queue sync adopted.
+    explicit = {"VisibilityTimeout", "MessageRetentionPeriod"} if has_row else set()
+    if has_row and row.dead_letter_queue:
+        explicit.add("RedrivePolicy")
+    arn = account.sqs_arn(row.name)
+    statements = _senders_statements(
+        arn, "sqs:SendMessage", senders.get("bucket", []), senders.get("topic", []), account
     )
-    if policy:
-        attributes["Policy"] = policy
-    return attributes
+    return DesiredQueue(row.name, arn, attributes, frozenset(explicit), statements)
 
 
 def _queues(
@@ -201,9 +181,7 @@ def _queues(
                     },
                     is_implicit_dlq=True,
                 )
-        result[name] = DesiredQueue(
-            name, account.sqs_arn(name), _queue_attributes(row, dlq, queue_senders[name], account)
-        )
+        result[name] = _queue(row, name in by_name, dlq, queue_senders[name], account)
     # DLQs first: a redrive policy must point at an existing queue.
     return tuple(sorted(result.values(), key=lambda q: (not _is_dlq(q, result), q.name)))
 
@@ -267,12 +245,11 @@ def build_desired(
     for name in sorted(topic_names):
         row_region = next((t.region for t in rows.topics if t.name == name), "")
         _check_region("Topic", name, row_region, account)
-        policy = _sender_policy(
-            account.sns_arn(name), "sns:Publish", sorted(set(topic_senders[name])), [], account
+        arn = account.sns_arn(name)
+        statements = _senders_statements(
+            arn, "sns:Publish", sorted(set(topic_senders[name])), [], account
         )
-        topics.append(
-            DesiredTopic(name, account.sns_arn(name), {"Policy": policy} if policy else {})
-        )
+        topics.append(DesiredTopic(name, arn, statements))
     subscriptions = tuple(
         DesiredSubscription(
             account.sns_arn(s.topic),

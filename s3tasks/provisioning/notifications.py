@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,11 +68,6 @@ class NotificationEntry:
             f"{self.id}: {', '.join(self.events)} "
             f"({', '.join(filters) or 'every key'}) → {self.kind} {target}"
         )
-
-
-def is_owned(entry: dict[str, Any]) -> bool:
-    """Whether a notification entry read from S3 belongs to s3tasks (by its Id)."""
-    return str(entry.get("Id", "")).startswith(OWNED_ID_PREFIX)
 
 
 def _simplify_events(events: Iterable[str]) -> tuple[str, ...]:
@@ -196,13 +191,13 @@ def compile_entries(targets: Sequence[RuleTarget]) -> tuple[NotificationEntry, .
     return tuple(sorted(compiled, key=lambda e: e.id))
 
 
-def owned_entries(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Id → entry of every s3tasks-owned queue/topic entry in a bucket's configuration."""
+def queue_and_topic_entries(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Id → entry of every queue/topic entry in a bucket's configuration (whoever made it);
+    `ownership` decides which of them are ours."""
     found: dict[str, dict[str, Any]] = {}
     for list_key, _ in CONFIG_KEYS.values():
         for entry in config.get(list_key, []):
-            if is_owned(entry):
-                found[entry["Id"]] = entry
+            found[str(entry.get("Id", ""))] = entry
     return found
 
 
@@ -225,18 +220,20 @@ def merge_configuration(
     current: dict[str, Any],
     desired: Sequence[NotificationEntry],
     *,
+    owned_ids: Collection[str],
     prune: bool,
     eventbridge: bool | None,
 ) -> dict[str, Any]:
     """The bucket configuration to write: every foreign entry exactly as read, our desired
-    entries, and our stale entries only when not pruning. Never mutates `current`."""
+    entries (replacing entries with their Ids, which the plan has checked are ours or
+    adopted), and our other entries (`owned_ids`) unless pruning. Never mutates `current`."""
     result: dict[str, Any] = {}
     desired_ids = {e.id for e in desired}
     for kind, (list_key, _) in CONFIG_KEYS.items():
         kept = [
             copy.deepcopy(e)
             for e in current.get(list_key, [])
-            if not is_owned(e) or (not prune and e["Id"] not in desired_ids)
+            if e.get("Id") not in desired_ids and (e.get("Id") not in owned_ids or not prune)
         ]
         ours = [e.to_s3() for e in desired if e.kind == kind]
         if kept or ours:
@@ -252,7 +249,7 @@ def merge_configuration(
     return result
 
 
-def configuration_clashes(config: dict[str, Any]) -> list[str]:
+def configuration_clashes(config: dict[str, Any], owned_ids: Collection[str]) -> list[str]:
     """Overlaps S3 would reject in a whole configuration (ours and foreign entries)."""
     entries = []
     arn_keys = {
@@ -270,7 +267,7 @@ def configuration_clashes(config: dict[str, Any]) -> list[str]:
                 events = tuple(normalize_event_pattern(x) for x in e.get("Events", []))
             except ValueError:
                 continue
-            owner = "s3tasks entry" if is_owned(e) else "entry made outside s3tasks"
+            owner = "s3tasks entry" if e.get("Id") in owned_ids else "entry made outside s3tasks"
             entries.append(
                 FilterEntry(
                     f"{owner} {e.get('Id', '?')!r}",

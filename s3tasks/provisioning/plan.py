@@ -1,278 +1,243 @@
-"""Plan: current state + desired state → ordered steps with readable messages (pure).
+"""Plan: desired state + current state + ownership records → ordered, typed steps (pure).
 
-Only steps marked `pending` are executed by apply; without `prune`, stale s3tasks-owned
-entries and resources appear as notes ("would remove (use --prune)") and are left alone.
+Only `pending` steps are executed by apply. Without `prune`, stale things that are ours appear
+as notes ("would remove … (use --prune)"). Something the models need that exists and is not
+ours is a blocking `foreign` step: apply refuses to run until it is adopted (`--adopt`) or the
+models stop needing it. See `ownership` for how "ours" is decided.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from s3tasks.exceptions import OverlappingRules, ProvisioningError
 from s3tasks.provisioning.current import CurrentBucket, CurrentState
-from s3tasks.provisioning.desired import (
-    MANAGED_TAG,
-    DesiredBucket,
-    DesiredState,
-)
+from s3tasks.provisioning.desired import DesiredBucket, DesiredState
 from s3tasks.provisioning.notifications import (
+    OWNED_ID_PREFIX,
     configuration_clashes,
     merge_configuration,
     normalize_s3_entry,
-    owned_entries,
+    queue_and_topic_entries,
 )
+from s3tasks.provisioning.ownership import (
+    Claim,
+    Ledger,
+    Origin,
+    Ownership,
+    ResourceKind,
+    SeenEntry,
+    entry_is_recognised,
+    part_identifier,
+)
+from s3tasks.provisioning.plan_queues import foreign_step, queue_steps, topic_steps
+from s3tasks.provisioning.plan_stale import resource_removals, vanished_records
+from s3tasks.provisioning.plan_subscriptions import subscription_steps
+from s3tasks.provisioning.steps import Action, Plan, Step
 
-JSON_ATTRIBUTES = ("Policy", "RedrivePolicy")
+__all__ = ["Plan", "Step", "compute_steps"]
+
+BUCKET = ResourceKind.BUCKET
+ENTRY = ResourceKind.NOTIFICATION
 
 
 @dataclass(frozen=True)
-class Step:
-    """One change (or, when not `pending`, one note) with a message a human can review."""
+class Context:
+    """What every bucket's planning needs besides the bucket itself."""
 
-    action: str
-    resource_type: str  # "bucket", "queue", "topic", "subscription"
-    resource: str  # a name or ARN
-    message: str
-    params: dict[str, Any] = field(default_factory=dict)
-    pending: bool = True
+    ledger: Ledger
+    tagged: frozenset[str]  # ARNs of queues/topics tagged s3tasks:managed
+    prune: bool
+    adopt: bool
 
 
 @dataclass(frozen=True)
-class Plan:
-    steps: tuple[Step, ...]
-    desired: DesiredState
-    prune: bool = False
-    buckets: tuple[str, ...] | None = None  # the --bucket scope; None = every bucket
-    queue_urls: dict[str, str] = field(default_factory=dict)  # existing queues, by name
+class EntryOwnership:
+    """Whose each queue/topic entry of one bucket is, as the planner needs it."""
+
+    present: dict[str, dict[str, Any]]  # Id → entry, as read from S3
+    recorded: frozenset[str]  # Ids recorded as ours
+    recognised: frozenset[str]  # Ids made by s3tasks 0.1 (unrecorded, see `ownership`)
+    taken: tuple[str, ...]  # Ids we write that exist and are not ours (adopt or block)
 
     @property
-    def has_changes(self) -> bool:
-        return any(s.pending for s in self.steps)
-
-    @property
-    def changes(self) -> tuple[Step, ...]:
-        return tuple(s for s in self.steps if s.pending)
-
-    @property
-    def notes(self) -> tuple[Step, ...]:
-        return tuple(s for s in self.steps if not s.pending)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "has_changes": self.has_changes,
-            "prune": self.prune,
-            "buckets": list(self.buckets) if self.buckets is not None else None,
-            "account": self.desired.account.id,
-            "region": self.desired.account.region,
-            "steps": [asdict(s) for s in self.steps],
-        }
+    def owned(self) -> frozenset[str]:
+        return (frozenset(self.present) & self.recorded) | self.recognised
 
 
-def _same_attribute(name: str, wanted: str, current: str | None) -> bool:
-    if current is None:
-        return False
-    if name in JSON_ATTRIBUTES:
-        try:
-            return json.loads(wanted) == json.loads(current)
-        except ValueError:
-            return False
-    if name == "MaximumMessageSize":
-        return int(current) >= int(wanted)
-    return wanted == current
+def _destination(entry: dict[str, Any]) -> str:
+    return str(entry.get("QueueArn") or entry.get("TopicArn") or "")
 
 
-def _changed_attributes(wanted: dict[str, str], current: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in wanted.items() if not _same_attribute(k, v, current.get(k))}
-
-
-def _queue_steps(desired: DesiredState, current: CurrentState) -> list[Step]:
-    steps = []
-    for q in desired.queues:
-        found = current.queues.get(q.name)
-        if found is None:
-            role = " (dead-letter queue)" if q.is_implicit_dlq else ""
-            steps.append(_create_step("queue", "SQS queue", q.name, q.attributes, role))
-            continue
-        target = {"name": q.name, "url": found.url}
-        steps += _update_steps("queue", "SQS queue", q.name, q.attributes, found.attributes, target)
-    return steps
-
-
-def _topic_steps(desired: DesiredState, current: CurrentState) -> list[Step]:
-    steps = []
-    for t in desired.topics:
-        found = current.topics.get(t.name)
-        if found is None:
-            steps.append(_create_step("topic", "SNS topic", t.name, t.attributes))
-            continue
-        target = {"arn": found.arn}
-        steps += _update_steps("topic", "SNS topic", t.name, t.attributes, found.attributes, target)
-    return steps
-
-
-def _create_step(
-    kind: str, label: str, name: str, attributes: dict[str, str], note: str = ""
-) -> Step:
-    """Create a missing queue/topic, tagged as managed so stale ones can be found later."""
-    params = {"name": name, "attributes": attributes, "tags": {MANAGED_TAG: "true"}}
-    return Step(f"create_{kind}", kind, name, f"create {label} {name}{note}", params)
-
-
-def _update_steps(
-    kind: str,
-    label: str,
-    name: str,
-    wanted: dict[str, str],
-    current: dict[str, str],
-    target: dict[str, str],
-) -> list[Step]:
-    """Set the attributes of an existing queue/topic (`target`) that differ; [] if none do."""
-    changed = _changed_attributes(wanted, current)
-    if not changed:
-        return []
-    summary = f"update {label} {name}: set {', '.join(sorted(changed))}"
-    return [Step(f"update_{kind}", kind, name, summary, {**target, "attributes": changed})]
-
-
-def _subscription_attributes(raw: bool, filter_policy: dict | None) -> dict[str, str]:
-    attributes = {"RawMessageDelivery": "true" if raw else "false"}
-    attributes["FilterPolicy"] = json.dumps(filter_policy, sort_keys=True) if filter_policy else ""
-    return attributes
-
-
-def _subscription_steps(desired: DesiredState, current: CurrentState, prune: bool) -> list[Step]:
-    steps = []
-    existing = {(s.topic_arn, s.endpoint): s for s in current.subscriptions}
-    wanted = set()
-    for sub in desired.subscriptions:
-        key = (sub.topic_arn, sub.queue_arn)
-        wanted.add(key)
-        label = f"{_name(sub.topic_arn)} → {_name(sub.queue_arn)}"
-        raw = " (raw delivery)" if sub.raw_message_delivery else ""
-        found = existing.get(key)
-        attributes = _subscription_attributes(sub.raw_message_delivery, sub.filter_policy)
-        if found is None:
-            steps.append(
-                Step(
-                    "subscribe",
-                    "subscription",
-                    label,
-                    f"subscribe queue {label}{raw}",
-                    {
-                        "topic_arn": sub.topic_arn,
-                        "queue_arn": sub.queue_arn,
-                        "attributes": {k: v for k, v in attributes.items() if v},
-                    },
-                )
-            )
-        elif (found.raw_message_delivery, found.filter_policy) != (
-            sub.raw_message_delivery,
-            sub.filter_policy or None,
-        ):
-            steps.append(
-                Step(
-                    "update_subscription",
-                    "subscription",
-                    label,
-                    f"update subscription {label}: raw delivery "
-                    f"{'on' if sub.raw_message_delivery else 'off'}, filter policy "
-                    f"{'set' if sub.filter_policy else 'none'}",
-                    {"arn": found.arn, "attributes": attributes},
-                )
-            )
-    ours = {q.arn for q in desired.queues} | {
-        _arn_of_url(q.url, desired) for q in current.queues.values() if q.managed
-    }
-    for (topic_arn, endpoint), found in existing.items():
-        if (topic_arn, endpoint) in wanted or endpoint not in ours:
-            continue
-        label = f"{_name(topic_arn)} → {_name(endpoint)}"
-        steps.append(
-            _removal(
-                "unsubscribe",
-                "subscription",
-                label,
-                f"remove subscription {label}",
-                {"arn": found.arn},
-                prune,
-            )
+def _entry_ownership(
+    bucket: DesiredBucket, config: dict[str, Any], context: Context
+) -> EntryOwnership:
+    present = queue_and_topic_entries(config)
+    desired_ids = {e.id for e in bucket.notifications}
+    recorded = frozenset(context.ledger.parts(ENTRY, bucket.arn))
+    recognised = frozenset(
+        i
+        for i in set(present) - recorded
+        if entry_is_recognised(
+            SeenEntry(bucket.name, bucket.arn, i, _destination(present[i])),
+            context.ledger,
+            desired_ids,
+            context.tagged,
         )
-    return steps
+    )
+    owned = (frozenset(present) & recorded) | recognised
+    taken = tuple(sorted((desired_ids & set(present)) - owned))
+    return EntryOwnership(present, recorded, recognised, taken)
 
 
-def _arn_of_url(url: str, desired: DesiredState) -> str:
-    return desired.account.sqs_arn(url.rstrip("/").rsplit("/", 1)[-1])
+def _entry_claims(bucket: DesiredBucket, entries: EntryOwnership, ledger: Ledger) -> list[Claim]:
+    """Records for our entries not recorded yet: desired ones (written now), taken-over ones
+    (adopted) and recognised ones (made by an earlier release)."""
+    claims = []
+    for entry_id in sorted({e.id for e in bucket.notifications} | entries.recognised):
+        identifier = part_identifier(bucket.arn, entry_id)
+        if ledger.owns(ENTRY, identifier):
+            continue
+        origin = Origin.CREATED
+        if entry_id in entries.taken:
+            origin = Origin.ADOPTED
+        elif entry_id in entries.recognised:
+            origin = Origin.RECOGNISED
+        claims.append(Claim(ENTRY, identifier, origin))
+    return claims
 
 
-def _name(arn: str) -> str:
-    return arn.rsplit(":", 1)[-1]
-
-
-def _removal(action: str, kind: str, resource: str, what: str, params: dict, prune: bool) -> Step:
-    if prune:
-        return Step(action, kind, resource, what, params)
-    return Step("keep_stale", kind, resource, f"would {what} (use --prune)", params, False)
-
-
-def _notification_steps(bucket: DesiredBucket, found: CurrentBucket, prune: bool) -> list[Step]:
-    current = found.notification
-    ours = {i: normalize_s3_entry(e) for i, e in owned_entries(current).items()}
+def _entry_messages(bucket: DesiredBucket, entries: EntryOwnership) -> list[str]:
     messages = []
     for entry in bucket.notifications:
-        if entry.id not in ours:
+        found = entries.present.get(entry.id)
+        if found is None:
             messages.append(f"add {entry.describe()}")
-        elif ours[entry.id] != normalize_s3_entry(entry.to_s3()):
+        elif entry.id in entries.taken:
+            messages.append(f"adopt and replace entry {entry.describe()}")
+        elif normalize_s3_entry(found) != normalize_s3_entry(entry.to_s3()):
             messages.append(f"update {entry.describe()}")
-    stale = sorted(set(ours) - {e.id for e in bucket.notifications})
-    eventbridge_change = bucket.eventbridge is not None and bucket.eventbridge != (
-        "EventBridgeConfiguration" in current
-    )
-    if eventbridge_change:
-        messages.append(f"turn EventBridge delivery {'on' if bucket.eventbridge else 'off'}")
+    return messages
+
+
+def _check_clashes(
+    bucket: DesiredBucket, current: dict[str, Any], owned: frozenset[str], prune: bool
+) -> None:
+    """Raise `OverlappingRules` if the configuration we would write is one S3 rejects."""
+    desired_ids = {e.id for e in bucket.notifications}
     merged = merge_configuration(
-        current, bucket.notifications, prune=prune, eventbridge=bucket.eventbridge
+        current, bucket.notifications, owned_ids=owned, prune=prune, eventbridge=bucket.eventbridge
     )
-    clashes = configuration_clashes(merged)
+    clashes = configuration_clashes(merged, owned | desired_ids)
     if clashes:
+        stale = sorted(owned - desired_ids)
         if stale and not prune:
             clashes.append(f"stale s3tasks entries {stale} are only removed with --prune")
         raise OverlappingRules([f"bucket {bucket.name!r}: {c}" for c in clashes])
-    steps = []
-    if prune:
-        messages += [f"remove stale entry {i}" for i in stale]
-    if messages:
-        steps.append(
-            Step(
-                "put_notifications",
-                "bucket",
-                bucket.name,
-                f"bucket {bucket.name} notifications: " + "; ".join(messages),
-                {
-                    "bucket": bucket.name,
-                    "entries": [e.to_s3() | {"kind": e.kind} for e in bucket.notifications],
-                    "prune": prune,
-                    "eventbridge": bucket.eventbridge,
-                },
-            )
+
+
+def _notes(bucket: DesiredBucket, entries: EntryOwnership, prune: bool) -> list[Step]:
+    """Stale entries of ours kept without --prune; entries that only look like ours."""
+    desired_ids = {e.id for e in bucket.notifications}
+    stale = [] if prune else sorted(entries.owned - desired_ids)
+    notes = [
+        Step(
+            Action.KEEP_STALE,
+            BUCKET,
+            bucket.name,
+            f"would remove stale entry {i} from bucket {bucket.name} (use --prune)",
+            {"bucket": bucket.name, "id": i},
+            False,
         )
-    if not prune:
-        steps += [
-            Step(
-                "keep_stale",
-                "bucket",
-                bucket.name,
-                f"would remove stale entry {i} from bucket {bucket.name} (use --prune)",
-                {"bucket": bucket.name, "id": i},
-                False,
-            )
-            for i in stale
-        ]
-    return steps
+        for i in stale
+    ]
+    lookalikes = sorted(
+        i
+        for i in entries.present
+        if i.startswith(OWNED_ID_PREFIX) and i not in entries.owned and i not in desired_ids
+    )
+    return notes + [
+        Step(
+            Action.KEEP_FOREIGN,
+            BUCKET,
+            bucket.name,
+            f"keep entry {i} on bucket {bucket.name}: its Id looks like s3tasks' but s3tasks has "
+            "no record of writing it, so sync never changes or prunes it",
+            {"bucket": bucket.name, "id": i},
+            False,
+            Ownership.FOREIGN,
+        )
+        for i in lookalikes
+    ]
 
 
-def _bucket_steps(bucket: DesiredBucket, found: CurrentBucket, prune: bool) -> list[Step]:
+def _notification_steps(
+    bucket: DesiredBucket, found: CurrentBucket, context: Context
+) -> list[Step]:
+    current = found.notification
+    entries = _entry_ownership(bucket, current, context)
+    if entries.taken and not context.adopt:
+        message = (
+            f"Bucket {bucket.name} has notification entries {', '.join(entries.taken)} with Ids "
+            "sync writes, but s3tasks has no record of writing them: left unchanged. Run sync "
+            "with --adopt to replace them with s3tasks' entries."
+        )
+        return [foreign_step(BUCKET, bucket.name, message)]
+    _check_clashes(bucket, current, entries.owned, context.prune)
+    desired_ids = {e.id for e in bucket.notifications}
+    stale = sorted(entries.owned - desired_ids) if context.prune else []
+    messages = _entry_messages(bucket, entries) + [f"remove stale entry {i}" for i in stale]
+    if bucket.eventbridge is not None and bucket.eventbridge != (
+        "EventBridgeConfiguration" in current
+    ):
+        messages.append(f"turn EventBridge delivery {'on' if bucket.eventbridge else 'off'}")
+    gone = sorted((entries.recorded - set(entries.present)) - desired_ids)
+    step = _entries_step(bucket, entries, messages, context, releases=gone + stale)
+    return ([step] if step else []) + _notes(bucket, entries, context.prune)
+
+
+def _entries_step(
+    bucket: DesiredBucket,
+    entries: EntryOwnership,
+    messages: list[str],
+    context: Context,
+    releases: list[str],
+) -> Step | None:
+    """The write of the bucket's configuration, or, when nothing in S3 changes, the records
+    to write (entries recognised from 0.1) or to drop (entries gone from S3)."""
+    claims = _entry_claims(bucket, entries, context.ledger)
+    common: dict[str, Any] = {
+        "ownership": Ownership.ADOPTED if entries.taken else Ownership.OURS,
+        "claims": tuple(claims),
+        "releases": tuple(Claim(ENTRY, part_identifier(bucket.arn, i)) for i in releases),
+    }
+    if messages:
+        params = {
+            "bucket": bucket.name,
+            "entries": list(bucket.notifications),
+            "owned_ids": sorted(entries.owned),
+            "prune": context.prune,
+            "eventbridge": bucket.eventbridge,
+        }
+        text = f"bucket {bucket.name} notifications: " + "; ".join(messages)
+        return Step(Action.PUT_NOTIFICATIONS, BUCKET, bucket.name, text, params, **common)
+    if claims or releases:
+        text = _record_message(bucket.name, sorted(entries.recognised), releases)
+        return Step(Action.RECORD, BUCKET, bucket.name, text, {}, **common)
+    return None
+
+
+def _record_message(bucket: str, recognised: list[str], gone: list[str]) -> str:
+    parts = []
+    if recognised:
+        parts.append(f"{', '.join(recognised)} as s3tasks' (made by an earlier release)")
+    if gone:
+        parts.append(f"forget {', '.join(gone)} (gone from S3)")
+    return f"record notification entries of bucket {bucket}: " + "; ".join(parts)
+
+
+def _bucket_steps(bucket: DesiredBucket, found: CurrentBucket, context: Context) -> list[Step]:
     steps = []
     if not found.exists:
         if not bucket.create_if_missing:
@@ -283,21 +248,22 @@ def _bucket_steps(bucket: DesiredBucket, found: CurrentBucket, prune: bool) -> l
             )
         steps.append(
             Step(
-                "create_bucket",
-                "bucket",
+                Action.CREATE_BUCKET,
+                BUCKET,
                 bucket.name,
                 f"create S3 bucket {bucket.name}",
                 {"bucket": bucket.name},
+                claims=(Claim(BUCKET, bucket.arn),),
             )
         )
         found = CurrentBucket(bucket.name, exists=False)
     if bucket.manage_notifications:
-        steps += _notification_steps(bucket, found, prune)
+        steps += _notification_steps(bucket, found, context)
     if bucket.cors_rules and list(found.cors_rules or ()) != list(bucket.cors_rules):
         steps.append(
             Step(
-                "put_cors",
-                "bucket",
+                Action.PUT_CORS,
+                BUCKET,
                 bucket.name,
                 f"set CORS on bucket {bucket.name} ({len(bucket.cors_rules)} rule(s))",
                 {"bucket": bucket.name, "rules": list(bucket.cors_rules)},
@@ -310,53 +276,35 @@ def compute_steps(
     desired: DesiredState,
     current: CurrentState,
     *,
+    ledger: Ledger | None = None,
     prune: bool = False,
+    adopt: bool = False,
     buckets: tuple[str, ...] | None = None,
 ) -> Plan:
     """The ordered plan: buckets exist → queues → topics → subscriptions → bucket
-    notifications and CORS (destinations first: S3 validates them) → removals."""
+    notifications and CORS (destinations first: S3 validates them) → removals; then the
+    notes, then the foreign resources that block apply."""
+    ledger = ledger or Ledger()
+    tagged = {desired.account.sqs_arn(q.name) for q in current.queues.values() if q.tagged}
+    tagged |= {t.arn for t in current.topics.values() if t.tagged}
+    context = Context(ledger, frozenset(tagged), prune, adopt)
     created, configured = [], []
     for bucket in desired.buckets:
-        steps = _bucket_steps(bucket, current.buckets[bucket.name], prune)
-        created += [s for s in steps if s.action == "create_bucket"]
-        configured += [s for s in steps if s.action != "create_bucket"]
-    steps = created + _queue_steps(desired, current) + _topic_steps(desired, current)
-    subscription_steps = _subscription_steps(desired, current, prune)
-    steps += [s for s in subscription_steps if s.action != "unsubscribe" and s.pending]
-    steps += [s for s in configured if s.pending]
-    steps += [s for s in subscription_steps if s.action == "unsubscribe"]
-    steps += _resource_removals(desired, current, prune)
-    steps += [s for s in configured if not s.pending]
-    steps += [s for s in subscription_steps if not s.pending]
+        steps = _bucket_steps(bucket, current.buckets[bucket.name], context)
+        created += [s for s in steps if s.action is Action.CREATE_BUCKET]
+        configured += [s for s in steps if s.action is not Action.CREATE_BUCKET]
+    subscriptions = subscription_steps(desired, current, ledger, prune=prune, adopt=adopt)
+    removing = (Action.UNSUBSCRIBE, Action.RELEASE_SUBSCRIPTION)
+    ordered = created + queue_steps(desired, current, ledger, adopt)
+    ordered += topic_steps(desired, current, ledger, adopt)
+    ordered += [s for s in subscriptions if s.action not in removing]
+    ordered += configured
+    ordered += [s for s in subscriptions if s.action in removing]
+    if buckets is None:  # stale resources are only looked for in a run over every bucket
+        ordered += resource_removals(desired, current, ledger, prune)
+        ordered += vanished_records(desired, current, ledger)
+    steps = [s for s in ordered if s.pending]
+    steps += [s for s in ordered if not s.pending and not s.blocking]
+    steps += [s for s in ordered if s.blocking]
     urls = {name: q.url for name, q in current.queues.items()}
-    return Plan(tuple(steps), desired, prune, buckets, urls)
-
-
-def _resource_removals(desired: DesiredState, current: CurrentState, prune: bool) -> list[Step]:
-    wanted_topics = {t.name for t in desired.topics}
-    wanted_queues = {q.name for q in desired.queues}
-    steps = [
-        _removal(
-            "delete_topic",
-            "topic",
-            t.name,
-            f"delete SNS topic {t.name} (made by s3tasks, no longer in the models)",
-            {"arn": t.arn},
-            prune,
-        )
-        for t in current.topics.values()
-        if t.managed and t.name not in wanted_topics
-    ]
-    steps += [
-        _removal(
-            "delete_queue",
-            "queue",
-            q.name,
-            f"delete SQS queue {q.name} (made by s3tasks, no longer in the models)",
-            {"url": q.url},
-            prune,
-        )
-        for q in current.queues.values()
-        if q.managed and q.name not in wanted_queues
-    ]
-    return steps
+    return Plan(tuple(steps), desired, prune, buckets, urls, adopt)

@@ -1,4 +1,5 @@
-"""Write what sync did onto the models: ARNs/URLs, `created_by_s3tasks`, sync status/error."""
+"""Write what sync did onto the configuration rows: ARNs/URLs, `created_by_s3tasks`, sync
+status/error (what s3tasks owns is recorded separately, by `ledger`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from s3tasks.provisioning.apply import ApplyResult
-from s3tasks.provisioning.plan import Plan
+from s3tasks.provisioning.steps import Action, Plan
 
 MODEL_KINDS = ("bucket", "queue", "topic")
 
@@ -60,10 +61,14 @@ def _record_subscriptions(plan: Plan, result: ApplyResult) -> None:
     from s3tasks.models import Subscription
 
     for step in result.applied:
-        if step.action not in ("subscribe", "update_subscription"):
+        if step.action not in (
+            Action.SUBSCRIBE,
+            Action.UPDATE_SUBSCRIPTION,
+            Action.ADOPT_SUBSCRIPTION,
+        ):
             continue
-        arn = result.created.get(f"subscription:{step.resource}") or step.params.get("arn", "")
-        topic, _, queue = step.resource.partition(" → ")
+        topic, queue = step.params["topic"], step.params["queue"]
+        arn = result.subscriptions.get((topic, queue)) or step.params.get("arn", "")
         _update(Subscription.objects.filter(topic__name=topic, queue__name=queue), arn=arn)
 
 

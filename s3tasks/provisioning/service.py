@@ -1,7 +1,8 @@
 """The callables behind `manage.py sync_notifications` and the admin's sync action.
 
-`compute_plan()` reads the models and AWS and returns a `Plan` (changes nothing);
-`apply_plan(plan)` executes it and records the outcome on the models; `sync()` does both.
+`compute_plan()` reads the models, the ownership records and AWS and returns a `Plan` (changes
+nothing); `apply_plan(plan)` executes it, recording what s3tasks owns as it goes and the
+outcome on the models; `sync()` does both.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3tasks.exceptions import ProvisioningError
-from s3tasks.provisioning.apply import ApplyResult, execute, explain_aws_error
-from s3tasks.provisioning.plan import Plan, Step, compute_steps
+from s3tasks.provisioning.apply import ApplyResult, blocked_message, execute, explain_aws_error
+from s3tasks.provisioning.ownership import ResourceKind
+from s3tasks.provisioning.plan import Plan, compute_steps
 
 SERVICES = ("s3", "sqs", "sns", "sts")
 
@@ -49,9 +51,12 @@ def compute_plan(
     buckets: list[str] | None = None,
     *,
     prune: bool = False,
+    adopt: bool = False,
     clients: dict[str, Any] | None = None,
 ) -> Plan:
-    """Compare the models with AWS and return the ordered plan (nothing is changed).
+    """Compare the models and the ownership records with AWS and return the ordered plan
+    (nothing is changed). `adopt` takes over existing resources the models need that s3tasks
+    did not make; without it they block the plan (`plan.blocked`).
 
     Raises `OverlappingRules` (rules S3 would reject), `S3TasksConfigurationError` (FIFO
     destinations, foreign regions) or `ProvisioningError` (AWS unreachable, missing bucket).
@@ -61,13 +66,14 @@ def compute_plan(
     from s3tasks.conf import get_settings
     from s3tasks.provisioning.current import read_account, read_current
     from s3tasks.provisioning.desired import build_desired
+    from s3tasks.provisioning.ledger import load_ledger
     from s3tasks.provisioning.model_rows import load_rows
 
     conf = get_settings()
     rows = load_rows()
+    ledger = load_ledger()
     scope = _check_scope(buckets, {b.name for b in rows.buckets})
     clients = clients or aws_clients()
-    reading = Step("read", "account", "", "read the current AWS state")
     try:
         account = read_account(clients["sts"], conf.REGION)
         desired = build_desired(
@@ -76,29 +82,45 @@ def compute_plan(
             account=account,
             buckets=list(scope) if scope is not None else None,
         )
-        current = read_current(desired, clients, all_buckets=scope is None)
+        current = read_current(
+            desired,
+            clients,
+            all_buckets=scope is None,
+            recorded_queues=ledger.identifiers(ResourceKind.QUEUE),
+            recorded_topics=ledger.identifiers(ResourceKind.TOPIC),
+        )
     except (ClientError, BotoCoreError) as exc:
-        raise explain_aws_error(exc, reading) from exc
-    return compute_steps(desired, current, prune=prune, buckets=scope)
+        raise explain_aws_error(exc, "read the current AWS state") from exc
+    return compute_steps(desired, current, ledger=ledger, prune=prune, adopt=adopt, buckets=scope)
 
 
 def apply_plan(plan: Plan, *, clients: dict[str, Any] | None = None) -> ApplyResult:
-    """Execute the plan's pending steps and record resources and sync status on the models.
+    """Execute the plan's pending steps, recording what becomes ours (or stops being ours)
+    around each step, then the sync status on the models.
 
-    Never raises for an AWS error: the failure is in the result (and on the models).
+    Never raises for an AWS error: the failure is in the result (and on the models). Raises
+    `ProvisioningError` for a blocked plan (foreign resources; nothing is changed).
     """
+    from s3tasks.provisioning.ledger import DatabaseLedger
     from s3tasks.provisioning.records import record_result
 
-    result = execute(plan, clients or aws_clients())
+    if plan.blocked:
+        raise ProvisioningError(blocked_message(plan))
+    result = execute(plan, clients or aws_clients(), DatabaseLedger())
     record_result(plan, result)
     return result
 
 
 def sync(
-    buckets: list[str] | None = None, *, prune: bool = False, dry_run: bool = False
+    buckets: list[str] | None = None,
+    *,
+    prune: bool = False,
+    adopt: bool = False,
+    dry_run: bool = False,
 ) -> SyncResult:
-    """Plan, then apply unless `dry_run`."""
-    plan = compute_plan(buckets, prune=prune)
+    """Plan, then apply unless `dry_run`. Applying a blocked plan (foreign resources the
+    models need, without `adopt`) raises `ProvisioningError`; a dry run returns it."""
+    plan = compute_plan(buckets, prune=prune, adopt=adopt)
     if dry_run:
         return SyncResult(plan)
     return SyncResult(plan, apply_plan(plan))
@@ -127,7 +149,7 @@ def iam_policies(
     try:
         account = read_account(clients["sts"], conf.REGION)
     except (ClientError, BotoCoreError) as exc:
-        raise explain_aws_error(exc, Step("read", "account", "", "read the account id")) from exc
+        raise explain_aws_error(exc, "read the account id") from exc
     desired = build_desired(
         rows,
         default_queue=conf.DEFAULT_QUEUE,

@@ -1,16 +1,16 @@
-"""A plan as text for people: one line per step, `+`/`~`/`-` for create/change/remove."""
+"""A plan as text for people: one line per step, `+`/`~`/`-`/`=` for create/change/remove/
+record, `!` for notes and `✗` for what blocks it, each marked `[ours]`, `[adopted]` or
+`[foreign]`."""
 
 from __future__ import annotations
 
-from s3tasks.provisioning.plan import Plan, Step
+from s3tasks.provisioning.steps import Plan, Step
 
-SYMBOLS = {"create": "+", "subscribe": "+", "delete": "-", "unsubscribe": "-", "keep": "!"}
+MARK_WIDTH = len("[adopted]")
 
 
-def _symbol(step: Step) -> str:
-    if not step.pending:
-        return "!"
-    return SYMBOLS.get(step.action.split("_", 1)[0], "~")
+def _line(step: Step) -> str:
+    return f"  {step.symbol} {f'[{step.ownership}]':<{MARK_WIDTH}} {step.message}"
 
 
 def render_plan(plan: Plan, *, color: bool = False) -> str:
@@ -22,12 +22,16 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
     ]
     if not plan.steps:
         lines.append("  Everything is in sync; no changes.")
-    for step in plan.steps:
-        lines.append(f"  {_symbol(step)} {step.message}")
-    if plan.has_changes:
+    lines += [_line(step) for step in plan.steps]
+    if plan.blocked:
+        lines.append(
+            f"Blocked by {len(plan.foreign)} resource(s) s3tasks did not make (✗): nothing will "
+            "be changed. Run again with --adopt to adopt them, or change the models."
+        )
+    elif plan.has_changes:
         lines.append(f"{len(plan.changes)} change(s) pending.")
     elif plan.steps:
-        lines.append("No changes to apply (notes above need --prune).")
+        lines.append("No changes to apply (notes above need --prune or are for information).")
     text = "\n".join(lines)
     return _colorize(text) if color else text
 
@@ -38,7 +42,7 @@ def _colorize(text: str) -> str:
         from rich.text import Text
     except ImportError:  # rich is optional: plain text is fine
         return text
-    styles = {"+": "green", "-": "red", "~": "yellow", "!": "magenta"}
+    styles = {"+": "green", "-": "red", "~": "yellow", "=": "cyan", "!": "magenta", "✗": "bold red"}
     console = Console(force_terminal=True, width=200)
     rendered = Text()
     for line in text.splitlines():

@@ -1,6 +1,7 @@
 """`manage.py sync_notifications`: show the plan that makes AWS match the models, then apply it.
 
-Exit codes: 0 = in sync (or applied), 1 = error, 2 = `--dry-run` found pending changes.
+Exit codes: 0 = in sync (or applied), 1 = error (including a plan blocked by resources s3tasks
+did not make: `--adopt` takes them over), 2 = `--dry-run` found pending changes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ EXIT_CHANGES_PENDING = 2
 class Command(BaseCommand):
     help = (
         "Make AWS (buckets' notification entries, SQS queues, SNS topics, subscriptions, "
-        "policies, CORS) match the s3tasks models. Prints the plan first; entries and "
-        "resources not made by s3tasks are never changed. Exit code with --dry-run: 0 = in "
-        "sync, 2 = changes pending."
+        "policies, CORS) match the s3tasks models. Prints the plan first, each step marked "
+        "[ours], [adopted] or [foreign]; entries, statements and resources s3tasks did not "
+        "make are never changed (an existing one the models need stops the sync until "
+        "--adopt). Exit codes: 0 = in sync or applied, 1 = error or blocked, 2 = changes "
+        "pending (--dry-run)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,8 +43,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prune",
             action="store_true",
-            help="Also remove s3tasks-owned entries, subscriptions, queues and topics no "
-            "longer in the models (without it they are only reported).",
+            help="Also remove entries, subscriptions, queues and topics that s3tasks made and "
+            "that are no longer in the models (without it they are only reported); adopted "
+            "ones are released (s3tasks' statements removed, the resource kept).",
+        )
+        parser.add_argument(
+            "--adopt",
+            action="store_true",
+            help="Take over existing queues, topics, subscriptions, notification entries and "
+            "policy statements that the models need but s3tasks did not make (shown as "
+            "[adopted]); sync then sets only what the models set explicitly and keeps the "
+            "rest. Without it such resources block the sync.",
         )
         parser.add_argument(
             "--format",
@@ -81,10 +93,16 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(json.dumps(policies, indent=2))
                 return
-            plan = service.compute_plan(options["buckets"], prune=options["prune"])
+            plan = service.compute_plan(
+                options["buckets"], prune=options["prune"], adopt=options["adopt"]
+            )
         except S3TasksError as exc:
             raise CommandError(str(exc)) from exc
         self._show(plan, options["format"])
+        if plan.blocked:
+            from s3tasks.provisioning.apply import blocked_message
+
+            raise CommandError(blocked_message(plan))
         if options["dry_run"]:
             if plan.has_changes:
                 sys.exit(EXIT_CHANGES_PENDING)

@@ -1,0 +1,149 @@
+"""Plan steps for SNS → SQS subscriptions (pure), decided by ownership like queues."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from s3tasks.provisioning.current import CurrentState, CurrentSubscription
+from s3tasks.provisioning.desired import DesiredState, DesiredSubscription
+from s3tasks.provisioning.ownership import (
+    Claim,
+    Decision,
+    Ledger,
+    Origin,
+    ResourceKind,
+    decide,
+    subscription_identifier,
+)
+from s3tasks.provisioning.plan_queues import foreign_step
+from s3tasks.provisioning.steps import Action, Step
+
+KIND = ResourceKind.SUBSCRIPTION
+
+
+def name_of(arn: str) -> str:
+    return arn.rsplit(":", 1)[-1]
+
+
+def _label(topic_arn: str, queue_arn: str) -> str:
+    return f"{name_of(topic_arn)} → {name_of(queue_arn)}"
+
+
+def _attributes(sub: DesiredSubscription) -> dict[str, str]:
+    policy = json.dumps(sub.filter_policy, sort_keys=True) if sub.filter_policy else ""
+    return {
+        "RawMessageDelivery": "true" if sub.raw_message_delivery else "false",
+        "FilterPolicy": policy,
+    }
+
+
+def _ends(topic_arn: str, queue_arn: str) -> dict[str, str]:
+    return {
+        "topic_arn": topic_arn,
+        "queue_arn": queue_arn,
+        "topic": name_of(topic_arn),
+        "queue": name_of(queue_arn),
+    }
+
+
+def _tagged_ends(current: CurrentState, desired: DesiredState) -> set[str]:
+    """ARNs of the queues/topics tagged s3tasks:managed (0.1 subscribed only those)."""
+    account = desired.account
+    arns = {account.sqs_arn(q.name) for q in current.queues.values() if q.tagged}
+    return arns | {t.arn for t in current.topics.values() if t.tagged}
+
+
+def _subscribe_step(sub: DesiredSubscription) -> Step:
+    label = _label(sub.topic_arn, sub.queue_arn)
+    raw = " (raw delivery)" if sub.raw_message_delivery else ""
+    params = {
+        **_ends(sub.topic_arn, sub.queue_arn),
+        "attributes": {k: v for k, v in _attributes(sub).items() if v},
+    }
+    claims = (Claim(KIND, subscription_identifier(sub.topic_arn, sub.queue_arn)),)
+    message = f"subscribe queue {label}{raw}"
+    return Step(Action.SUBSCRIBE, KIND, label, message, params, claims=claims)
+
+
+def _wanted_steps(
+    sub: DesiredSubscription, found: CurrentSubscription | None, decision: Decision
+) -> list[Step]:
+    if decision is Decision.CREATE:
+        return [_subscribe_step(sub)]
+    assert found is not None
+    label = _label(sub.topic_arn, sub.queue_arn)
+    if decision is Decision.FOREIGN:
+        message = (
+            f"Subscription {label} exists but s3tasks did not make it: left unchanged. Run sync "
+            "with --adopt to manage it, or remove it in AWS so sync can make its own."
+        )
+        return [foreign_step(KIND, label, message)]
+    identifier = subscription_identifier(sub.topic_arn, sub.queue_arn)
+    recorded = decision in (Decision.MANAGE, Decision.MANAGE_ADOPTED)
+    claims = () if recorded else (Claim(KIND, identifier, decision.origin),)
+    common: dict[str, Any] = {"ownership": decision.ownership, "claims": claims}
+    differs = (found.raw_message_delivery, found.filter_policy) != (
+        sub.raw_message_delivery,
+        sub.filter_policy or None,
+    )
+    attributes = _attributes(sub) if differs else {}
+    params = {**_ends(sub.topic_arn, sub.queue_arn), "arn": found.arn, "attributes": attributes}
+    change = (
+        f"raw delivery {'on' if sub.raw_message_delivery else 'off'}, filter policy "
+        f"{'set' if sub.filter_policy else 'none'}"
+    )
+    if decision is Decision.ADOPT:
+        message = f"adopt subscription {label}: " + (change if differs else "no changes needed")
+        return [Step(Action.ADOPT_SUBSCRIPTION, KIND, label, message, params, **common)]
+    if differs:
+        message = f"update subscription {label}: {change}"
+        return [Step(Action.UPDATE_SUBSCRIPTION, KIND, label, message, params, **common)]
+    if claims:
+        message = f"record subscription {label} as s3tasks' (made by an earlier release)"
+        return [Step(Action.RECORD, KIND, label, message, {}, **common)]
+    return []
+
+
+def _stale_step(found: CurrentSubscription, origin: Origin, prune: bool) -> Step:
+    label = _label(found.topic_arn, found.endpoint)
+    claim = Claim(KIND, subscription_identifier(found.topic_arn, found.endpoint), origin)
+    params = {**_ends(found.topic_arn, found.endpoint), "arn": found.arn}
+    if origin is Origin.ADOPTED:
+        action, what = (
+            Action.RELEASE_SUBSCRIPTION,
+            f"release adopted subscription {label} (kept in AWS)",
+        )
+    else:
+        action, what = Action.UNSUBSCRIBE, f"remove subscription {label}"
+    if not prune:
+        return Step(Action.KEEP_STALE, KIND, label, f"would {what} (use --prune)", params, False)
+    return Step(action, KIND, label, what, params, releases=(claim,))
+
+
+def subscription_steps(
+    desired: DesiredState, current: CurrentState, ledger: Ledger, *, prune: bool, adopt: bool
+) -> list[Step]:
+    existing = {(s.topic_arn, s.endpoint): s for s in current.subscriptions}
+    tagged = _tagged_ends(current, desired)
+    steps: list[Step] = []
+    wanted = set()
+    for sub in desired.subscriptions:
+        key = (sub.topic_arn, sub.queue_arn)
+        wanted.add(key)
+        decision = decide(
+            exists=key in existing,
+            recorded=ledger.origin(KIND, subscription_identifier(*key)),
+            recognised=set(key) <= tagged,
+            adopt=adopt,
+        )
+        steps += _wanted_steps(sub, existing.get(key), decision)
+    for key, found in existing.items():
+        if key in wanted:
+            continue
+        origin = ledger.origin(KIND, subscription_identifier(*key))
+        if origin is None and set(key) <= tagged:
+            origin = Origin.RECOGNISED
+        if origin is not None:
+            steps.append(_stale_step(found, origin, prune))
+    return steps
