@@ -5,10 +5,15 @@ its trigger:
 
 - SQS event source mapping → the records go through the batch core the worker uses
   (`s3tasks.batch.process_messages`, in chunks); the answer lists only failed records in
-  `batchItemFailures`, so Lambda deletes the rest (enable `ReportBatchItemFailures`).
+  `batchItemFailures`, so Lambda deletes the rest (enable `ReportBatchItemFailures`). Each
+  record succeeds or fails alone, a malformed one included; only a record without a
+  `messageId` (which Lambda never sends) fails the whole batch, as it cannot be named.
 - S3 trigger, SNS trigger, EventBridge `aws.s3` event → the same core, one message; a failure
   raises, so Lambda's asynchronous retries and on-failure destination / DLQ apply.
 - S3 Batch Operations (schema 1.0 / 2.0) → `s3tasks.batch_operations`.
+
+Every malformed message gets a `MessageFailure` row, as in `sqs_worker`
+(`s3tasks.message_failures`).
 
 Imports stay lazy: on the SQS path nothing imports boto3 (Lambda deletes the successes itself),
 which keeps cold starts close to a bare `django.setup()`.
@@ -16,12 +21,17 @@ which keeps cold starts close to a bare `django.setup()`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from s3tasks.exceptions import S3TasksError
+
+if TYPE_CHECKING:
+    from s3tasks.batch import InboundMessage
+    from s3tasks.envelopes import SqsRecord
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +56,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any] | None:
 
     release_stale_connections()
     try:
-        kind = trigger_kind(event)
+        kind = _trigger_kind_or_record(event, context)
         if kind == MessageKind.LAMBDA_SQS:
             return handle_sqs_batch(event, context)
         if kind == MessageKind.BATCH_OPERATIONS:
@@ -147,15 +157,27 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
 
     Records go through the batch core in chunks of `SQS_CHUNK` (one transaction each); the
     remaining time is checked before each chunk, and records not started when less than
-    `LAMBDA_TIME_MARGIN_MS` is left are reported for redelivery.
+    `LAMBDA_TIME_MARGIN_MS` is left are reported for redelivery. A record without a
+    `messageId` cannot be reported alone: the others are handled, then `UnidentifiedRecords`
+    fails the whole batch so SQS keeps every message (see docs/lambda.md).
     """
-    from s3tasks.batch import InboundMessage, process_messages
-    from s3tasks.conf import get_settings
     from s3tasks.envelopes import sqs_records
 
-    settings = get_settings()
     records = sqs_records(event)
-    raw_records = event["Records"]
+    failures = _process_records([r for r in records if r.message_id], context)
+    unidentified = [(i, r) for i, r in enumerate(records) if not r.message_id]
+    if unidentified:
+        _fail_whole_batch(unidentified)
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def _process_records(records: Sequence[SqsRecord], context: Any) -> list[str]:
+    """The message ids to redeliver, after running every record that time allows."""
+    from s3tasks.batch import process_messages
+    from s3tasks.conf import get_settings
+    from s3tasks.message_failures import record_malformed_outcomes
+
+    settings = get_settings()
     failures: list[str] = []
     for start in range(0, len(records), SQS_CHUNK):
         if _out_of_time(context, settings.LAMBDA_TIME_MARGIN_MS):
@@ -167,19 +189,61 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
             )
             failures.extend(left)
             break
-        chunk = [
-            InboundMessage(
-                message_id=record.message_id,
-                body=record.body,
-                receive_count=_receive_count(record.attributes),
-                queue_name=_queue_name(raw_records[index]),
-                attributes=dict(record.attributes),
-            )
-            for index, record in enumerate(records[start : start + SQS_CHUNK], start)
-        ]
+        chunk = [_inbound(record) for record in records[start : start + SQS_CHUNK]]
         outcomes = process_messages(chunk, dispatch_mode=settings.LAMBDA_DISPATCH)
+        record_malformed_outcomes(chunk, outcomes)  # never raises; the record is reported anyway
         failures.extend(o.message_id for o in outcomes if not o.deletable)
-    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+    return failures
+
+
+def _inbound(record: SqsRecord) -> InboundMessage:
+    from s3tasks.batch import InboundMessage
+
+    return InboundMessage(
+        message_id=record.message_id,
+        body=record.body,
+        receive_count=record.receive_count,
+        queue_name=record.queue_name or "lambda",
+        attributes=dict(record.attributes),
+        problem=record.problem,
+    )
+
+
+def _fail_whole_batch(unidentified: Sequence[tuple[int, SqsRecord]]) -> None:
+    """Record the records no `messageId` names, then fail the invocation (see handle_sqs_batch).
+
+    Failing the batch is the only answer that loses nothing: Lambda redelivers every
+    message of it, and handlers that already ran on the others are not run again.
+    """
+    from s3tasks.message_failures import record_message_failure
+
+    where = ", ".join(f"$.Records[{i}]" for i, _ in unidentified)
+    problem = (
+        f"{len(unidentified)} SQS record(s) without a messageId ({where}): batchItemFailures "
+        "cannot name them, so the whole batch is reported failed and SQS redelivers all of it "
+        "(handlers that already ran are not run again). Lambda always sends a messageId: check "
+        "what invokes this function."
+    )
+    logger.error("s3tasks: %s", problem)
+    for index, record in unidentified:
+        try:
+            record_message_failure(
+                queue_name=record.queue_name or "lambda",
+                message_id=_stand_in_id(index, record),
+                receive_count=record.receive_count,
+                reason=record.problem or problem,
+                body=record.body,
+            )
+        except Exception:
+            logger.exception("s3tasks: could not record SQS record %d without a messageId", index)
+    raise UnidentifiedRecords(f"s3tasks: {problem}")
+
+
+def _stand_in_id(index: int, record: SqsRecord) -> str:
+    """A stable name for a record without a messageId: the same record gets the same row."""
+    seed = record.body or f"record {index}"  # receipt handles change on every receive
+    digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"(no messageId) {digest}"
 
 
 def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
@@ -187,34 +251,51 @@ def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
     from s3tasks.batch import InboundMessage, Status, process_message
     from s3tasks.conf import get_settings
     from s3tasks.exceptions import MalformedMessage
+    from s3tasks.message_failures import record_malformed_outcomes
 
-    request_id = str(getattr(context, "aws_request_id", "") or "")
-    message = InboundMessage(message_id=request_id, body=dict(event), queue_name="lambda")
+    message = InboundMessage(message_id=_request_id(context), body=dict(event), queue_name="lambda")
     outcome = process_message(message, dispatch_mode=get_settings().LAMBDA_DISPATCH)
     if outcome.status == Status.MALFORMED:
+        record_malformed_outcomes([message], [outcome])
         raise MalformedMessage(outcome.error)
     if not outcome.deletable:
         raise HandlersFailed(f"s3tasks: {outcome.error or 'a handler failed'}")
     return None
 
 
+def _trigger_kind_or_record(event: Any, context: Any) -> str:
+    """`trigger_kind(event)`; an invocation it refuses also gets a `MessageFailure` row."""
+    from s3tasks.exceptions import MalformedMessage
+    from s3tasks.message_failures import record_message_failure
+
+    try:
+        return trigger_kind(event)
+    except MalformedMessage as exc:
+        try:
+            record_message_failure(
+                queue_name="lambda",
+                message_id=_request_id(context),
+                receive_count=1,
+                reason=str(exc),
+                body=event,
+            )
+        except Exception:
+            logger.exception("s3tasks: could not record the refused invocation")
+        raise
+
+
 class HandlersFailed(S3TasksError, RuntimeError):
     """Raised for an asynchronous trigger whose handlers failed, so Lambda retries the event."""
+
+
+class UnidentifiedRecords(S3TasksError, RuntimeError):
+    """Raised when SQS records carry no messageId: only failing the whole batch keeps them."""
+
+
+def _request_id(context: Any) -> str:
+    return str(getattr(context, "aws_request_id", "") or "")
 
 
 def _out_of_time(context: Any, margin_ms: int) -> bool:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return remaining is not None and remaining() < margin_ms
-
-
-def _receive_count(attributes: Mapping[str, Any]) -> int:
-    try:
-        return int(attributes.get("ApproximateReceiveCount", 1))
-    except (TypeError, ValueError):
-        return 1
-
-
-def _queue_name(raw_record: Any) -> str:
-    """The queue's name from the record's `eventSourceARN` (arn:aws:sqs:region:acct:name)."""
-    arn = raw_record.get("eventSourceARN", "") if isinstance(raw_record, Mapping) else ""
-    return arn.rsplit(":", 1)[-1] if isinstance(arn, str) else ""

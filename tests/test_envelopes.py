@@ -1,12 +1,13 @@
 """Envelope parsing: every payload shape becomes the same normalized `S3Event` values.
 
-Pure tests: no database, no AWS, no Django settings.
+Pure tests: no database, no AWS (a few override `S3TASKS` through pytest-django's `settings`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from payload_files import load_payload, payload_names, payload_text
 
+from s3tasks.conf import build_settings
 from s3tasks.envelopes import (
     ACCEPTED_SHAPES,
     EVENTBRIDGE_DETAIL_TYPES,
@@ -24,7 +26,7 @@ from s3tasks.envelopes import (
     sqs_records,
 )
 from s3tasks.events import BATCH_OPERATIONS_EVENT_NAME, EventSource, S3Event
-from s3tasks.exceptions import MalformedMessage
+from s3tasks.exceptions import MalformedMessage, S3TasksConfigurationError
 
 PUT = "ObjectCreated:Put"
 LONG_PREFIX = "archive/café menu "
@@ -98,6 +100,32 @@ EXPECTED: dict[str, Expected] = {
                 "acme-media",
                 "videos/launch+keynote 2024.mp4",
                 "ObjectCreated:CompleteMultipartUpload",
+                EventSource.EVENTBRIDGE,
+            ),
+        ),
+    ),
+    "eventbridge_via_sns": Expected(
+        MessageKind.SNS_NOTIFICATION,
+        (("acme-media", "exports/2024 Q2/report+final.csv", PUT, EventSource.EVENTBRIDGE),),
+    ),
+    "eventbridge_async_copy": Expected(
+        MessageKind.EVENTBRIDGE,
+        (
+            (
+                "acme-archive",
+                "masters/launch keynote 2024.mov",
+                "ObjectCreated:Copy",
+                EventSource.EVENTBRIDGE,
+            ),
+        ),
+    ),
+    "eventbridge_key_special": Expected(
+        MessageKind.EVENTBRIDGE,
+        (
+            (
+                "acme-media",
+                "reports/2024 Q1/budget+forecast 100%.xlsx",
+                PUT,
                 EventSource.EVENTBRIDGE,
             ),
         ),
@@ -423,12 +451,41 @@ def test_sqs_records_refuses_a_payload_that_is_not_a_lambda_sqs_event() -> None:
         sqs_records(load_payload("s3_put"))
 
 
-def test_sqs_record_without_message_id_is_named() -> None:
+def test_sqs_record_without_message_id_is_kept_with_its_problem_named() -> None:
     event = load_payload("lambda_sqs_mixed")
     del event["Records"][3]["messageId"]
 
-    with pytest.raises(MalformedMessage, match=r"\$\.Records\[3\]: missing .*'messageId'"):
-        sqs_records(event)
+    records = sqs_records(event)
+
+    assert [r.message_id == "" for r in records] == [False, False, False, True]
+    assert re.search(r"\$\.Records\[3\]: missing .*'messageId'", records[3].problem)
+    assert not any(r.problem for r in records[:3])
+    raises_malformed(event, "$.Records[3]", "'messageId'")  # parsing the whole event still fails
+
+
+def test_sqs_record_without_a_body_fails_alone_and_keeps_its_id() -> None:
+    event = load_payload("lambda_sqs_mixed")
+    del event["Records"][1]["body"]
+    event["Records"][2]["body"] = {"not": "a string"}
+
+    records = sqs_records(event)
+
+    assert [bool(r.problem) for r in records] == [False, True, True, False]
+    assert records[1].message_id == event["Records"][1]["messageId"]
+    assert "'body'" in records[1].problem and "expected a string" in records[2].problem
+
+
+def test_sqs_record_receive_count_and_queue_name_are_read_safely() -> None:
+    event = load_payload("lambda_sqs_mixed")
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"
+    event["Records"][1]["attributes"]["ApproximateReceiveCount"] = "²"
+    event["Records"][2]["attributes"]["ApproximateReceiveCount"] = "9" * 400
+    event["Records"][3]["eventSourceARN"] = "arn:aws:sqs:us-west-2:111122223333:bad\x00name"
+
+    records = sqs_records(event)
+
+    assert [r.receive_count for r in records] == [3, 1, 1, 1]
+    assert [r.queue_name for r in records] == ["s3tasks-events"] * 3 + [""]
 
 
 def test_lambda_only_shapes_cannot_hide_inside_a_queue_body() -> None:
@@ -599,13 +656,94 @@ def test_eventbridge_fields_are_normalized() -> None:
     assert event.raw["id"] == "17793124-05d4-b198-2fde-7ededc63b103"
 
 
-def test_eventbridge_keys_are_taken_verbatim_not_url_decoded() -> None:
+def test_eventbridge_keys_are_taken_verbatim_not_url_decoded_by_default() -> None:
     payload = load_payload("eventbridge_deleted")
     payload["detail"]["object"]["key"] = "notes/a+b 100%25.txt"
 
     (event,) = parse_events(payload)
 
     assert event.key == "notes/a+b 100%25.txt"
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("verbatim", "reports/2024 Q1/budget+forecast 100%.xlsx"),
+        ("url-encoded", "reports/2024 Q1/budget forecast 100%.xlsx"),  # "+" read as a space
+    ],
+)
+def test_eventbridge_keys_setting_chooses_how_keys_are_read(
+    settings, setting: str, key: str
+) -> None:
+    settings.S3TASKS = {**settings.S3TASKS, "EVENTBRIDGE_KEYS": setting}
+
+    (event,) = parse_events(load_payload("eventbridge_key_special"))
+
+    assert event.key == key
+    assert event.raw["detail"]["object"]["key"] == "reports/2024 Q1/budget+forecast 100%.xlsx"
+
+
+def test_url_encoded_eventbridge_keys_are_decoded_once_like_notification_keys(settings) -> None:
+    settings.S3TASKS = {**settings.S3TASKS, "EVENTBRIDGE_KEYS": "url-encoded"}
+    payload = load_payload("eventbridge_created")
+    payload["detail"]["object"]["key"] = "caf%C3%A9/a%2Bb+c%2525.txt"
+    notification = load_payload("key_spaces")
+    notification["Records"][0]["s3"]["object"]["key"] = "caf%C3%A9/a%2Bb+c%2525.txt"
+
+    (from_eventbridge,) = parse_events(payload)
+    (from_notification,) = parse_events(notification)
+
+    assert from_eventbridge.key == from_notification.key == "café/a+b c%25.txt"
+
+
+def test_url_encoded_eventbridge_key_that_is_not_utf8_is_malformed(settings) -> None:
+    settings.S3TASKS = {**settings.S3TASKS, "EVENTBRIDGE_KEYS": "url-encoded"}
+    payload = load_payload("eventbridge_created")
+    payload["detail"]["object"]["key"] = "bad/%FF.txt"
+
+    raises_malformed(payload, "$.detail.object.key", "does not decode to UTF-8")
+
+
+def test_an_unknown_eventbridge_keys_setting_is_refused_with_the_choices() -> None:
+    with pytest.raises(S3TasksConfigurationError, match="EVENTBRIDGE_KEYS.*'verbatim'"):
+        build_settings({"EVENTBRIDGE_KEYS": "decoded"})
+
+
+def test_eventbridge_event_published_to_sns_keeps_its_eventbridge_source() -> None:
+    parsed = parse_message(load_payload("eventbridge_via_sns"))
+    (event,) = parsed.events
+
+    assert parsed.kind == MessageKind.SNS_NOTIFICATION
+    assert event.source == EventSource.EVENTBRIDGE
+    assert event.raw["detail-type"] == "Object Created"  # raw is the EventBridge event
+    assert event.event_time == datetime(2024, 5, 1, 11, 2, 17, tzinfo=UTC)
+
+
+def test_eventbridge_through_sns_through_a_lambda_sqs_event_is_parsed() -> None:
+    event = load_payload("lambda_sqs_mixed")
+    event["Records"] = [{**event["Records"][0], "body": payload_text("eventbridge_via_sns")}]
+
+    (parsed,) = parse_events(event)
+
+    assert (parsed.bucket, parsed.source) == ("acme-media", EventSource.EVENTBRIDGE)
+
+
+def test_async_copy_completion_is_the_finished_copy_of_an_object() -> None:
+    (event,) = parse_events(load_payload("eventbridge_async_copy"))
+
+    assert event.event_name == "ObjectCreated:Copy"
+    assert event.size == 73014444032
+    assert event.version_id == "Xs5ZrJ3yqB9vL0m8k7e2d1c4a6f8h0j2"
+
+
+def test_cloudtrail_api_call_event_says_what_to_configure_instead() -> None:
+    payload = load_payload("rejected/eventbridge_cloudtrail")
+
+    message = raises_malformed(
+        payload, "CloudTrail", "'PutObject'", "'Object Created'", "eventbridge_enabled"
+    )
+
+    assert len(message) < 1000
 
 
 def test_moto_eventbridge_spellings_epoch_time_and_etag_are_accepted() -> None:

@@ -1,11 +1,14 @@
 """Envelope parsing: every payload shape that carries S3 changes becomes a list of `S3Event`.
 
-Modules follow the data flow: `fields` (JSON and typed field readers), `shapes` (kinds,
-detection, dispatch), then one module per envelope — `s3` (notification records and the one
-place keys are URL-decoded, exactly once per envelope that encodes them), `sns`,
-`eventbridge`, `sqs` (bodies nest the others), `batch_operations`. Parsing is all or
-nothing: a malformed record anywhere makes the whole call raise `MalformedMessage`, whose
-text says what was expected and what was found.
+Modules follow the data flow: `fields` (JSON and typed field readers), `limits` (what S3
+and the database columns allow: every event is checked there), `shapes` (kinds, detection,
+dispatch), then one module per envelope — `s3` (notification records and the one place keys
+are URL-decoded, exactly once per envelope that encodes them), `eventbridge`, `sns`, `sqs`
+(bodies nest the others), `batch_operations`. Parsing is all or nothing: a malformed record
+anywhere makes the whole call raise `MalformedMessage` — whatever the bytes, never another
+exception — whose text says what was expected and quotes at most ~200 characters of what
+was found. `sqs_records` is the exception: it splits a Lambda SQS event so that each record
+succeeds or fails on its own.
 """
 
 from __future__ import annotations

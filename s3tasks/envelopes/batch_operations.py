@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from s3tasks.envelopes.fields import one_of, optional_str, required, type_name
+from s3tasks.envelopes.fields import excerpt, one_of, optional_str, required, type_name
+from s3tasks.envelopes.limits import checked_event
 from s3tasks.envelopes.s3 import decode_key
 from s3tasks.envelopes.shapes import MessageKind, ParsedMessage
 from s3tasks.events import BATCH_OPERATIONS_EVENT_NAME, BatchTask, EventSource, S3Event
@@ -31,18 +32,17 @@ def parse_batch_operations(document: Mapping[str, Any], where: str) -> ParsedMes
             raise MalformedMessage(f"{task_where}: expected an object, found {type_name(task)}")
         task_id = required(task, "taskId", task_where, str)
         batch = BatchTask(version, invocation_id, task_id, job_id, dict(user_arguments))
-        events.append(
-            S3Event(
-                bucket=_bucket(task, task_where, version),
-                # "keys from S3 Batch Operations are URL encoded" (S3 User Guide, Invoke Lambda)
-                key=decode_key(required(task, "s3Key", task_where, str), f"{task_where}.s3Key"),
-                event_name=BATCH_OPERATIONS_EVENT_NAME,
-                version_id=optional_str(task, "s3VersionId", task_where),
-                source=EventSource.BATCH_OPERATIONS,
-                raw=dict(task),
-                batch=batch,
-            )
+        event = S3Event(
+            bucket=_bucket(task, task_where, version),
+            # "keys from S3 Batch Operations are URL encoded" (S3 User Guide, Invoke Lambda)
+            key=decode_key(required(task, "s3Key", task_where, str), f"{task_where}.s3Key"),
+            event_name=BATCH_OPERATIONS_EVENT_NAME,
+            version_id=optional_str(task, "s3VersionId", task_where),
+            source=EventSource.BATCH_OPERATIONS,
+            raw=dict(task),
+            batch=batch,
         )
+        events.append(checked_event(event, task_where))
     return ParsedMessage(MessageKind.BATCH_OPERATIONS, tuple(events))
 
 
@@ -57,4 +57,4 @@ def _bucket(task: Mapping[str, Any], where: str, version: str) -> str:
     parts = arn.split(":", 5)
     if len(parts) == 6 and parts[0] == "arn" and parts[2] == "s3" and parts[5]:
         return parts[5]
-    raise MalformedMessage(f"{where}.s3BucketArn is {arn!r}; expected arn:aws:s3:::<bucket>")
+    raise MalformedMessage(f"{where}.s3BucketArn is {excerpt(arn)}; expected arn:aws:s3:::<bucket>")

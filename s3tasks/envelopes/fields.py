@@ -7,6 +7,7 @@ which field of which record was wrong.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 from s3tasks.exceptions import MalformedMessage
 
 Payload = Mapping[str, Any] | str | bytes | bytearray
+
+QUOTE_LIMIT = 200  # characters of an offending value an error message may quote
+SIZE_DIGITS = 20  # a size written with more digits is no size S3 could send
 
 
 def load(payload: Payload) -> Mapping[str, Any]:
@@ -28,10 +32,11 @@ def load(payload: Payload) -> Mapping[str, Any]:
 def load_json(text: str | bytes | bytearray, where: str) -> Mapping[str, Any]:
     """Parse JSON text that must hold an object (envelopes nest JSON inside strings)."""
     try:
-        document = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        document = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, nesting too deep
         preview = text[:80].decode("utf-8", "replace") if not isinstance(text, str) else text[:80]
-        raise MalformedMessage(f"{where}: not JSON ({exc}); it starts {preview!r}") from exc
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:QUOTE_LIMIT]
+        raise MalformedMessage(f"{where}: not JSON ({reason}); it starts {preview!r}") from None
     if not isinstance(document, dict):
         raise MalformedMessage(f"{where}: expected a JSON object, found {type_name(document)}")
     return document
@@ -62,18 +67,23 @@ def one_of(value: Any, choices: Collection[str], where: str) -> str:
     """`value`, if it is one of the known strings `choices`."""
     if isinstance(value, str) and value in choices:
         return value
-    raise MalformedMessage(f"{where} is {value!r}; expected one of {', '.join(map(repr, choices))}")
+    expected = ", ".join(map(repr, choices))
+    raise MalformedMessage(f"{where} is {excerpt(value)}; expected one of {expected}")
 
 
 def parse_size(value: Any, where: str) -> int | None:
-    """An object size in bytes; AWS sends an int, some emulators a digit string."""
+    """An object size in bytes; AWS sends an int, some emulators a digit string.
+
+    Only ASCII digits count: `"²".isdigit()` is true, but `int("²")` fails.
+    """
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) <= SIZE_DIGITS:
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    raise MalformedMessage(f"{where}: expected a size in bytes, found {value!r}")
+    raise MalformedMessage(f"{where}: expected a size in bytes, found {excerpt(value)}")
 
 
 def parse_time(value: Any, where: str) -> datetime:
@@ -86,10 +96,10 @@ def parse_time(value: Any, where: str) -> datetime:
         if not isinstance(value, str):
             return datetime.fromtimestamp(value, tz=UTC)
         parsed = datetime.fromisoformat(value)
-    except (ValueError, OverflowError, OSError):
-        raise MalformedMessage(f"{where}: {value!r} is not an ISO-8601 time") from None
-    # AWS times are UTC; one without an offset is read as UTC, never as local time.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        # AWS times are UTC; one without an offset is read as UTC, never as local time.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):  # also year 1 shifted before year 1 by its offset
+        raise MalformedMessage(f"{where}: {excerpt(value)} is not an ISO-8601 time") from None
 
 
 def type_name(value: Any) -> str:
@@ -97,4 +107,25 @@ def type_name(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def excerpt(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` cut to about `limit` characters, so a 300 KB field never fills a log line."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value):,} characters)"
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an integer too long for Python to print
+        return f"<{type_name(value)} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; PostgreSQL's jsonb refuses them, so refuse them here.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string"}
+_REPR = reprlib.Repr()  # bounded: a huge or deeply nested value is abbreviated, not walked
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-from s3tasks.envelopes.fields import optional_str, parse_size, parse_time, required
+from s3tasks.envelopes.fields import excerpt, optional_str, parse_size, parse_time, required
+from s3tasks.envelopes.limits import checked_event
 from s3tasks.envelopes.shapes import MessageKind, ParsedMessage
 from s3tasks.events import EventSource, S3Event
 from s3tasks.exceptions import MalformedMessage
@@ -21,7 +22,7 @@ def decode_key(encoded: str, where: str) -> str:
     try:
         return unquote_plus(encoded, encoding="utf-8", errors="strict")
     except UnicodeDecodeError as exc:
-        raise MalformedMessage(f"{where}: {encoded!r} does not decode to UTF-8") from exc
+        raise MalformedMessage(f"{where}: {excerpt(encoded)} does not decode to UTF-8") from exc
 
 
 def parse_s3_notification(document: Mapping[str, Any], where: str) -> ParsedMessage:
@@ -43,7 +44,7 @@ def _s3_record_event(record: Mapping[str, Any], where: str) -> S3Event:
     bucket = required(s3, "bucket", f"{where}.s3", Mapping)
     obj = required(s3, "object", f"{where}.s3", Mapping)
     object_where = f"{where}.s3.object"
-    return S3Event(
+    event = S3Event(
         bucket=required(bucket, "name", f"{where}.s3.bucket", str),
         # The S3 notification format URL-encodes keys ("red flower.jpg" -> "red+flower.jpg").
         key=decode_key(required(obj, "key", object_where, str), f"{object_where}.key"),
@@ -57,3 +58,4 @@ def _s3_record_event(record: Mapping[str, Any], where: str) -> S3Event:
         source=EventSource.S3,
         raw=dict(record),
     )
+    return checked_event(event, where)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from s3tasks.envelopes.fields import type_name
+from s3tasks.envelopes.fields import excerpt, type_name
 from s3tasks.events import S3Event
 from s3tasks.exceptions import MalformedMessage
 
@@ -94,7 +94,7 @@ def kind_of(document: Mapping[str, Any], where: str) -> str:
         return MessageKind.EVENTBRIDGE
     if "invocationSchemaVersion" in document:
         return MessageKind.BATCH_OPERATIONS
-    keys = ", ".join(repr(key) for key in sorted(map(str, document))[:20]) or "none"
+    keys = ", ".join(excerpt(key, 40) for key in sorted(map(str, document))[:20]) or "none"
     raise MalformedMessage(
         f"{where}: not an envelope s3tasks understands. Expected "
         + "; or ".join(ACCEPTED_SHAPES)
@@ -115,7 +115,7 @@ def _records_kind(document: Mapping[str, Any], where: str) -> str:
         source = record.get("eventSource", record.get("EventSource"))
         if not isinstance(source, str) or source not in _RECORD_KINDS:
             raise MalformedMessage(
-                f"{record_where}.eventSource is {source!r}; s3tasks accepts records from "
+                f"{record_where}.eventSource is {excerpt(source)}; s3tasks accepts records from "
                 + ", ".join(_RECORD_KINDS)
             )
         kinds.add(_RECORD_KINDS[source])
