@@ -35,6 +35,8 @@ class S3TasksConfig(AppConfig):
 
 
 def _sync_code_bindings(using: str = "default", **kwargs: Any) -> None:
+    """`migrate` reconciles code bindings fully (create, update, remove): it runs with the
+    release being deployed, unlike a starting worker, which only adds (docs/worker.md)."""
     from s3tasks.code_bindings import sync_code_bindings
 
     if using == "default":

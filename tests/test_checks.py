@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from django.core.checks import Warning as CheckWarning
+from django.core.management import call_command
 
 from s3tasks import checks
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue
@@ -64,7 +66,7 @@ def test_overlapping_code_bindings_to_different_destinations_are_e002(temporary_
 
 
 @pytest.mark.django_db
-def test_overlapping_database_rules_and_unknown_handlers_are_errors(temporary_handlers):
+def test_overlapping_database_rules_are_errors_and_unknown_handlers_warnings(temporary_handlers):
     @s3_handler(name="t.known")
     def known(event):
         pass
@@ -78,4 +80,17 @@ def test_overlapping_database_rules_and_unknown_handlers_are_errors(temporary_ha
     HandlerBinding.objects.create(rule=rule, handler_name="t.known")
     HandlerBinding.objects.create(rule=rule, handler_name="t.unknown")
     messages = checks.check_rule_overlaps()
-    assert sorted(ids(messages)) == ["s3tasks.E002", "s3tasks.E004"]
+    assert sorted(ids(messages)) == ["s3tasks.E002", "s3tasks.W004"]
+    (unknown,) = [m for m in messages if m.id == "s3tasks.W004"]
+    assert isinstance(unknown, CheckWarning) and "'t.unknown'" in unknown.msg
+
+
+@pytest.mark.django_db
+def test_a_binding_to_a_handler_this_code_lacks_does_not_stop_a_command(capsys):
+    """A newer release's binding must not stop an older release's worker from starting."""
+    rule = NotificationRule.objects.create(
+        bucket=Bucket.objects.create(name="newer-release"), events=["s3:ObjectRemoved:*"]
+    )
+    HandlerBinding.objects.create(rule=rule, handler_name="newer.release.record_removed")
+    call_command("check", "--database", "default")  # raised SystemCheckError with E004
+    assert "s3tasks.W004" in capsys.readouterr().err
