@@ -1,7 +1,10 @@
 """s3tasks: turn changes in S3 buckets into Django/Celery work.
 
 Public names are imported lazily so that `import s3tasks` stays cheap (Lambda cold starts)
-and usable before Django's app registry is ready.
+and usable before Django's app registry is ready. `_EXPORTS` is the one list of them:
+`__all__` and the `TYPE_CHECKING` imports must name exactly the same (a test checks), and no
+public name is also a submodule's name, so nothing changes type once a submodule is imported.
+The handler registry object is `s3tasks.registry.registry`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ _EXPORTS = {
     "parse_events": "s3tasks.envelopes",
     "on_s3_event": "s3tasks.registry",
     "s3_handler": "s3tasks.registry",
-    "registry": "s3tasks.registry",
     "route": "s3tasks.routing",
     "Route": "s3tasks.routing",
     "MalformedMessage": "s3tasks.exceptions",
@@ -52,7 +54,6 @@ __all__ = [
     "parse_events",
     "publish_sns",
     "publish_sqs",
-    "registry",
     "route",
     "s3_handler",
 ]
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
         S3TasksError,
         TemporaryFailure,
     )
-    from s3tasks.registry import on_s3_event, registry, s3_handler
+    from s3tasks.registry import on_s3_event, s3_handler
     from s3tasks.routing import Route, route
 
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3tasks.conf import get_settings
+from s3tasks.dispatch import BatchItem, DispatchOutcome, dispatch_batch
 from s3tasks.envelopes import parse_message
 from s3tasks.events import S3Event
 from s3tasks.exceptions import MalformedMessage
+from s3tasks.outages import describe, is_unavailable
+from s3tasks.routing import route
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +29,17 @@ class Status:
 
     HANDLED = "handled"  # every event handled or durably handed off: delete the message
     TEST_EVENT = "test_event"  # s3:TestEvent: acknowledge, run nothing
-    FAILED = "failed"  # some handler failed: leave it for redelivery / DLQ
+    FAILED = "failed"  # some handler failed and will retry: leave it for redelivery / DLQ
+    # every failure is for good (PermanentFailure, retries used up): the run history keeps the
+    # event and its error (the admin can retry it), so the message is deleted
+    FAILED_PERMANENTLY = "failed_permanently"
+    # a routed handler is not registered in this process (rolling deploy): release it soon
+    DEFERRED = "deferred"
+    # the database or broker could not be reached: release it, nothing counts as a failure
+    UNAVAILABLE = "unavailable"
     MALFORMED = "malformed"  # not an envelope we know: leave it to reach the DLQ
 
-    DELETABLE = frozenset({HANDLED, TEST_EVENT})
+    DELETABLE = frozenset({HANDLED, TEST_EVENT, FAILED_PERMANENTLY})
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class InboundMessage:
     receive_count: int = 1
     queue_name: str = ""
     attributes: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Why the delivery itself is unusable (a Lambda SQS record without a body): malformed as is.
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,32 +98,56 @@ def process_messages(
 
 
 def _parse(message: InboundMessage) -> MessageOutcome | tuple[S3Event, ...]:
-    """The message's events, or its final outcome if it has none to run."""
+    """The message's events, or its final outcome if it has none to run.
+
+    Only this message is malformed when it cannot be parsed, whatever the reason: even a bug
+    in a parser must not fail the other messages of the batch.
+    """
     try:
+        if message.problem:
+            raise MalformedMessage(message.problem)
         parsed = parse_message(message.body)
     except MalformedMessage as exc:
-        logger.error(
-            "s3tasks: malformed message %s from %s (receive #%d), left for the DLQ: %s",
-            message.message_id,
-            message.queue_name or "?",
-            message.receive_count,
-            exc,
-        )
-        return MessageOutcome(message.message_id, Status.MALFORMED, error=str(exc))
+        return _malformed(message, str(exc))
+    except Exception as exc:  # parse_message raises only MalformedMessage; this is a bug
+        logger.exception("s3tasks: parsing message %s failed unexpectedly", message.message_id)
+        return _malformed(message, f"could not be parsed ({type(exc).__name__}: {exc})"[:2000])
     if parsed.is_test_event:
         logger.info("s3tasks: s3:TestEvent in message %s acknowledged", message.message_id)
         return MessageOutcome(message.message_id, Status.TEST_EVENT)
     return parsed.events
 
 
+def _malformed(message: InboundMessage, reason: str) -> MessageOutcome:
+    logger.error(
+        "s3tasks: malformed message %s from %s (receive #%d), left for the DLQ: %s",
+        message.message_id,
+        message.queue_name or "?",
+        message.receive_count,
+        reason,
+    )
+    return MessageOutcome(message.message_id, Status.MALFORMED, error=reason)
+
+
 Todo = Sequence[tuple[int, InboundMessage, tuple[S3Event, ...]]]
 
 
 def _dispatch_messages(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
-    """Dispatch the events of `todo` together; on a failure of the whole, one by one."""
+    """Dispatch the events of `todo` together; on a failure of the whole, one by one.
+
+    An unreachable database or broker fails every message as `UNAVAILABLE` at once (one log
+    line, no traceback): trying them one by one would only fail again.
+    """
     try:
         return _dispatch_together(todo, mode)
     except Exception as exc:  # a broken database or broker must not kill the loop
+        if is_unavailable(exc):
+            logger.warning("s3tasks: %d message(s) left for later: %s", len(todo), describe(exc))
+            error = f"unavailable: {describe(exc)}"
+            return {
+                index: MessageOutcome(message.message_id, Status.UNAVAILABLE, len(events), 0, error)
+                for index, message, events in todo
+            }
         if len(todo) == 1:
             index, message, events = todo[0]
             logger.exception("s3tasks: could not dispatch message %s", message.message_id)
@@ -130,8 +166,6 @@ def _dispatch_messages(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
 
 
 def _dispatch_together(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
-    from s3tasks.dispatch import BatchItem, dispatch_batch
-    from s3tasks.routing import route
 
     items = [
         BatchItem(event, route(event), message.message_id, message.queue_name)
@@ -141,15 +175,27 @@ def _dispatch_together(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
     dispatched = iter(dispatch_batch(items, mode=mode))
     results = {}
     for index, message, events in todo:
-        runs = 0
-        errors = []
-        for event in events:
-            outcome = next(dispatched)
-            runs += len(outcome.runs)
-            if not outcome.ok:
-                errors.append(f"{event.key}: {outcome.error}")
-        status = Status.FAILED if errors else Status.HANDLED
+        outcomes = [next(dispatched) for _ in events]
+        errors = [f"{e.key}: {o.error}" for e, o in zip(events, outcomes, strict=True) if not o.ok]
         results[index] = MessageOutcome(
-            message.message_id, status, len(events), runs, error="; ".join(errors)
+            message.message_id,
+            message_status(outcomes),
+            len(events),
+            sum(len(o.runs) for o in outcomes),
+            error="; ".join(errors),
         )
     return results
+
+
+def message_status(outcomes: Sequence[DispatchOutcome]) -> str:
+    """The status of a message from its events' outcomes: the failure that most needs the
+    message kept wins (unreachable service, then a retry, then a handler elsewhere)."""
+    if all(o.ok for o in outcomes):
+        return Status.HANDLED
+    if any(o.unavailable for o in outcomes):
+        return Status.UNAVAILABLE
+    if any(o.retryable for o in outcomes):
+        return Status.FAILED
+    if any(o.deferred for o in outcomes):
+        return Status.DEFERRED
+    return Status.FAILED_PERMANENTLY

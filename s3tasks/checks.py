@@ -128,13 +128,83 @@ def _database_rule_messages() -> list[checks.CheckMessage]:
         .select_related("rule")
     )
     for binding in list(unknown):
+        # A warning, not an error: during a rolling deploy the binding may be a newer
+        # release's, and this process must keep running (it leaves those events to others).
         messages.append(
-            checks.Error(
-                f"Binding {binding} names handler {binding.handler_name!r}, which no code "
-                "registers.",
-                hint="Register it with @s3_handler, or disable/delete the binding.",
+            checks.Warning(
+                f"Binding {binding} names handler {binding.handler_name!r}, which this code "
+                "does not register: its events are left for processes that do.",
+                hint="Expected while another release rolls out. Otherwise register it with "
+                "@s3_handler/@on_s3_event, or disable/delete the binding (code rules: run "
+                "`manage.py s3tasks_bindings`).",
                 obj=binding,
-                id="s3tasks.E004",
+                id="s3tasks.W004",
             )
         )
     return messages
+
+
+@checks.register("s3tasks")
+def check_sqlite_for_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Celery mode on SQLite without a busy timeout and IMMEDIATE transactions makes Celery
+    workers and sqs_worker fail each other's writes with "database is locked"."""
+    from django.db import connections, router
+
+    from s3tasks.conf import get_settings
+    from s3tasks.models import HandlerRun
+
+    try:
+        celery = get_settings().DISPATCH == "celery"
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    alias = router.db_for_write(HandlerRun)  # settings only: no query, so no database tag
+    connection = connections[alias]
+    if not celery:
+        return []
+    if connection.vendor != "sqlite":
+        return []
+    options = connection.settings_dict.get("OPTIONS", {})
+    if options.get("timeout", 5) >= 20 and options.get("transaction_mode") == "IMMEDIATE":
+        return []
+    return [
+        checks.Warning(
+            f"S3TASKS['DISPATCH'] is 'celery' and DATABASES[{alias!r}] is SQLite without a "
+            "busy timeout of 20 s or more and IMMEDIATE transactions: Celery workers and "
+            "sqs_worker will fail each other's writes with 'database is locked'.",
+            hint=f'Set DATABASES[{alias!r}]["OPTIONS"] = {{"timeout": 30, '
+            '"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL"}, '
+            "or better, use PostgreSQL for Celery mode (docs/dispatch.md).",
+            id="s3tasks.W010",
+        )
+    ]
+
+
+@checks.register("s3tasks")
+def check_one_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every s3tasks model must live in the default database: the exactly-once claim, the
+    handler's writes, its follow-up commands and the run's outcome commit in ONE transaction."""
+    from django.apps import apps
+    from django.db import DEFAULT_DB_ALIAS, router
+
+    routed = sorted(
+        {
+            f"{model.__name__} -> {alias!r}"
+            for model in apps.get_app_config("s3tasks").get_models()
+            for alias in (router.db_for_write(model), router.db_for_read(model))
+            if alias not in (None, DEFAULT_DB_ALIAS)
+        }
+    )
+    if not routed:
+        return []
+    return [
+        checks.Error(
+            "A database router sends s3tasks models away from the default database ("
+            + ", ".join(routed)
+            + "). s3tasks records a run's outcome in the same transaction as the handler's own "
+            "writes and follow-up commands, on the default database.",
+            hint="Let your DATABASE_ROUTERS return None (or 'default') for the s3tasks app, "
+            "and keep the tables your handlers write in the default database too.",
+            id="s3tasks.E005",
+        )
+    ]
+

@@ -13,6 +13,7 @@ from s3tasks.exceptions import S3TasksConfigurationError
 
 DISPATCH_MODES = ("celery", "inline")
 BATCH_RESULT_CODES = ("Succeeded", "TemporaryFailure", "PermanentFailure")
+EVENTBRIDGE_KEY_FORMS = ("verbatim", "url-encoded")
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,17 @@ class S3TasksSettings:
     LAMBDA_DISPATCH: str = "inline"
     # Stop starting SQS records when less than this is left of the Lambda invocation.
     LAMBDA_TIME_MARGIN_MS: int = 2000
+    # How EventBridge events write object keys; see docs/configuration.md for the evidence.
+    EVENTBRIDGE_KEYS: str = "verbatim"
     BATCH_HANDLER: str | None = None
     BATCH_TREAT_MISSING_KEYS_AS: str = "PermanentFailure"
     CELERY_QUEUE: str | None = None
     MAX_RETRIES: int = 3
     RETRY_BACKOFF: int = 5
+    # A run handed to Celery and not finished this many seconds later is driven again.
+    RUN_LEASE: int = 900
+    # How often each sqs_worker looks for runs past their lease (0 turns the timer off).
+    RECOVERY_INTERVAL: float = 60.0
     RULES_CHECK_INTERVAL: float = 1.0
     STORAGE_OPTIONS: dict[str, Any] = field(default_factory=dict)
     WORKER: WorkerSettings = field(default_factory=WorkerSettings)
@@ -87,8 +94,10 @@ def _build_worker(raw: Any) -> WorkerSettings:
         value = getattr(worker, f.name)
         if f.name == "HEARTBEAT_FILE":
             _typed(f"WORKER.{f.name}", value, str, '"/tmp/s3tasks-worker.alive"')
-        else:
-            _typed(f"WORKER.{f.name}", value, (int, float), "4")
+        elif f.name in ("SHUTDOWN_TIMEOUT", "STATS_INTERVAL"):
+            _typed(f"WORKER.{f.name}", value, (int, float), "30")
+        else:  # counts and SQS seconds: whole numbers only
+            _typed(f"WORKER.{f.name}", value, int, "4")
     if not 1 <= worker.BATCH_SIZE <= 10:
         raise S3TasksConfigurationError('S3TASKS["WORKER"]["BATCH_SIZE"] must be 1..10 (SQS).')
     if not 0 <= worker.WAIT_TIME <= 20:
@@ -132,10 +141,22 @@ def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
             'S3TASKS["LAMBDA_TIME_MARGIN_MS"] must be 0 or more milliseconds, e.g. 2000.'
         )
     _choice("BATCH_TREAT_MISSING_KEYS_AS", conf.BATCH_TREAT_MISSING_KEYS_AS, BATCH_RESULT_CODES)
+    _choice("EVENTBRIDGE_KEYS", conf.EVENTBRIDGE_KEYS, EVENTBRIDGE_KEY_FORMS)
     if conf.BATCH_HANDLER is not None:
         _typed("BATCH_HANDLER", conf.BATCH_HANDLER, str, '"myapp.handlers.resize"')
     _typed("MAX_RETRIES", conf.MAX_RETRIES, int, "3")
     _typed("RETRY_BACKOFF", conf.RETRY_BACKOFF, int, "5")
+    _typed("RUN_LEASE", conf.RUN_LEASE, int, "900")
+    if conf.RUN_LEASE < 1:
+        raise S3TasksConfigurationError(
+            'S3TASKS["RUN_LEASE"] must be at least 1 second; set it above the longest time a '
+            "task may wait in your Celery queue plus its run time, e.g. 900."
+        )
+    _typed("RECOVERY_INTERVAL", conf.RECOVERY_INTERVAL, (int, float), "60.0")
+    if conf.RECOVERY_INTERVAL < 0:
+        raise S3TasksConfigurationError(
+            'S3TASKS["RECOVERY_INTERVAL"] must be 0 (off) or more seconds, e.g. 60.'
+        )
     _typed("RULES_CHECK_INTERVAL", conf.RULES_CHECK_INTERVAL, (int, float), "1.0")
     _typed("STORAGE_OPTIONS", conf.STORAGE_OPTIONS, dict, '{"addressing_style": "path"}')
     return conf

@@ -8,43 +8,43 @@ batch's `EventRecord`s and one for its `HandlerRun`s (idempotent, see `records`)
   in its own savepoint, exactly once per (dedup key, handler), and all outcomes are written
   with one UPDATE. A process killed mid-batch commits nothing; the redelivery runs it again.
 - `celery`: sends each handler's registered Celery task (JSON arguments) once and stores the
-  task id; the task body (`execute_celery_run`) claims the run the same exactly-once way and
-  retries with exponential backoff.
+  task id and the run's lease; the task body (`execution.execute_celery_run`) claims the run
+  the same exactly-once way and retries with exponential backoff. A task lost after the
+  message was deleted is found by its lease (`s3tasks.recovery`).
+
+A run that ended (`succeeded`, or `failed` for good) is never run again by a delivery. A
+handler this process does not have is left alone for a process that has it (rolling deploys).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from django.db import connection, transaction
 
 from s3tasks import signals
 from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
-from s3tasks.exceptions import UnknownHandler
 from s3tasks.execution import (
     OUTCOME_FIELDS,
+    TERMINAL_STATES,
     Attempt,
     attempt_run,
-    fail_without_running,
     inline_policy,
-    is_permanent,
-    mark_unrunnable,
+    lease_deadline,
     report,
-    retry_limit,
     run_claimed,
 )
 from s3tasks.models import EventRecord, HandlerRun, RunState
+from s3tasks.outages import describe, is_unavailable
 from s3tasks.records import (
     RunKey,
-    ensure_run,
     ensure_runs,
-    record_event,
     record_events,
     update_rows,
 )
@@ -59,7 +59,13 @@ CELERY = "celery"
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What dispatch did with one handler: `skipped` = already done or already handed off."""
+    """What dispatch did with one handler.
+
+    `skipped`: the run had already ended or was already handed off; `permanent`: it failed for
+    good (deliveries never run it again); `deferred`: this process does not have the handler,
+    so the run is left untouched for one that does; `unavailable`: the broker could not be
+    reached, so nothing was handed off.
+    """
 
     handler_name: str
     run_id: int | None
@@ -67,11 +73,18 @@ class RunOutcome:
     skipped: bool = False
     error: str = ""
     permanent: bool = False
+    deferred: bool = False
+    unavailable: bool = False
 
     @property
     def ok(self) -> bool:
         """Succeeded, skipped as done/in flight, or durably handed to Celery."""
         return not self.error
+
+    @property
+    def retryable(self) -> bool:
+        """Failed in a way a later delivery of the same message should retry."""
+        return bool(self.error) and not (self.permanent or self.deferred or self.unavailable)
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,18 @@ class DispatchOutcome:
     ok: bool
     permanent: bool = False
     error: str = ""
+
+    @property
+    def unavailable(self) -> bool:
+        return any(r.unavailable for r in self.runs)
+
+    @property
+    def deferred(self) -> bool:
+        return any(r.deferred for r in self.runs)
+
+    @property
+    def retryable(self) -> bool:
+        return any(r.retryable for r in self.runs)
 
 
 @dataclass(frozen=True)
@@ -175,6 +200,10 @@ def _event_outcome(event_id: int, outcomes: tuple[RunOutcome, ...]) -> DispatchO
 
 
 def _skipped(run: HandlerRun) -> RunOutcome:
+    """A run this delivery leaves alone: done, handed off, or failed for good."""
+    if run.state == RunState.FAILED:
+        error = run.error or "failed permanently"
+        return RunOutcome(run.handler_name, run.pk, run.state, True, error, permanent=True)
     return RunOutcome(run.handler_name, run.pk, run.state, skipped=True)
 
 
@@ -189,6 +218,31 @@ def _outcome(attempt: Attempt) -> RunOutcome:
         error=run.error if attempt.exception is not None else "",
         permanent=attempt.permanent,
     )
+
+
+_deferred_names: set[str] = set()
+_deferred_lock = threading.Lock()
+
+
+def _deferred(run: HandlerRun) -> RunOutcome:
+    """Leave `run` untouched for a process that has its handler (a rolling deploy)."""
+    name = run.handler_name
+    with _deferred_lock:
+        first = name not in _deferred_names
+        _deferred_names.add(name)
+    if first:  # once per handler and process: a deploy must not flood the log
+        logger.warning(
+            "s3tasks: handler %r is routed to but not registered in this process (an older "
+            "release during a deploy?); its events are left for a process that has it",
+            name,
+        )
+    error = f"handler {name!r} is not registered in this process; left for one that has it"
+    return RunOutcome(name, run.pk, run.state, error=error, deferred=True)
+
+
+def local_handler(name: str) -> Handler | None:
+    """The handler registered as `name` in this process, or None."""
+    return registry.get(name) if name in registry else None
 
 
 # --- inline -------------------------------------------------------------------------------
@@ -206,12 +260,18 @@ def _dispatch_inline(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
             outcomes = []
             for chosen, key in zip(p.routes, p.run_keys(), strict=True):
                 run = runs[key]
-                attempt = _attempt_inline(run, chosen.handler_name, p.item.event)
-                if not attempt.skipped:
-                    claimed[run.pk] = run
-                    # a snapshot: a duplicate later in the batch may attempt this run again
-                    attempt = replace(attempt, run=copy.copy(run))
-                    attempts.append((attempt, chosen.handler_name, p.item.event))
+                handler = local_handler(chosen.handler_name)
+                if handler is None:
+                    outcomes.append(_deferred(run))
+                    continue
+                if run.state in TERMINAL_STATES:
+                    outcomes.append(_skipped(run))
+                    continue
+                attempt = run_claimed(run, handler, p.item.event, inline_policy(handler))
+                claimed[run.pk] = run
+                # a snapshot: a duplicate later in the batch may attempt this run again
+                attempt = replace(attempt, run=copy.copy(run))
+                attempts.append((attempt, chosen.handler_name, p.item.event))
                 outcomes.append(_outcome(attempt))
             results.append(_event_outcome(p.event_id, tuple(outcomes)))
         if claimed:
@@ -219,16 +279,6 @@ def _dispatch_inline(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
     for attempt, handler_name, event in attempts:  # signals once the outcomes are committed
         report(attempt, handler_name, event)
     return results
-
-
-def _attempt_inline(run: HandlerRun, handler_name: str, event: S3Event) -> Attempt:
-    if run.state == RunState.SUCCEEDED:
-        return Attempt(run=run, skipped=True)
-    try:
-        handler = registry.get(handler_name)
-    except UnknownHandler as exc:
-        return mark_unrunnable(run, exc)
-    return run_claimed(run, handler, event, inline_policy(handler))
 
 
 def run_inline(run_id: int, handler: Handler, event: S3Event) -> RunOutcome:
@@ -255,13 +305,10 @@ def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
 
 
 def _send_route(run: HandlerRun, event: S3Event, chosen: Route) -> RunOutcome:
-    if run.state == RunState.SUCCEEDED:
-        return _skipped(run)
-    try:
-        handler = registry.get(chosen.handler_name)
-    except UnknownHandler as exc:
-        return _outcome(fail_without_running(run.pk, event, exc))
-    if run.celery_task_id:  # already handed to the broker by an earlier delivery
+    handler = local_handler(chosen.handler_name)
+    if handler is None:
+        return _deferred(run)
+    if run.state in TERMINAL_STATES or run.celery_task_id:  # done, or handed off before
         return _skipped(run)
     return send_to_celery(run.pk, handler, event, chosen.celery_queue)
 
@@ -276,9 +323,10 @@ def send_to_celery(
 ) -> RunOutcome:
     """Send the handler's task once for this run; defer to commit inside a caller's transaction.
 
-    The run row is locked while sending so concurrent deliveries send one task; the task id is
-    stored only once the broker accepted it, so a crash before that means "never sent" and
-    the next delivery sends again (the task's exactly-once claim absorbs any duplicate).
+    The run row is locked while sending so concurrent deliveries send one task; the task id and
+    the run's lease are stored only once the broker accepted it, so a crash before that means
+    "never sent" and the next delivery sends again (the task's exactly-once claim absorbs any
+    duplicate). A run whose task is lost later is found by its lease (`s3tasks.recovery`).
     """
     queue = celery_queue_for(route_queue)
     if connection.in_atomic_block:
@@ -288,11 +336,23 @@ def send_to_celery(
     return _send_locked(run_id, handler, event, queue)
 
 
-def _send_locked(run_id: int, handler: Handler, event: S3Event, queue: str | None) -> RunOutcome:
-    error = ""
+def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOutcome:
+    """Send a new task for a run whose task was lost (recovery), replacing the old task id.
+
+    Sends at once, inside the caller's transaction that holds the run's lock: a Celery worker
+    taking the task waits for that lock, and a process dying before its commit leaves the old
+    lease to be found again (a duplicate task is absorbed by the claim).
+    """
+    return _send_locked(run.pk, handler, event, celery_queue_for(run.celery_queue), replace=True)
+
+
+def _send_locked(
+    run_id: int, handler: Handler, event: S3Event, queue: str | None, *, replace: bool = False
+) -> RunOutcome:
+    error, unavailable = "", False
     with transaction.atomic():
         run = HandlerRun.objects.select_for_update().get(pk=run_id)
-        if run.state == RunState.SUCCEEDED or run.celery_task_id:
+        if run.state in TERMINAL_STATES or (run.celery_task_id and not replace):
             return _skipped(run)
         task_id = str(uuid.uuid4())
         try:
@@ -300,70 +360,44 @@ def _send_locked(run_id: int, handler: Handler, event: S3Event, queue: str | Non
                 args=[event.to_dict(), run.pk], queue=queue, task_id=task_id, serializer="json"
             )
         except Exception as exc:  # broker down: leave the run unsent so a redelivery retries
-            logger.exception("s3tasks: could not send %s to Celery", handler.name)
-            error = f"could not send the Celery task ({type(exc).__name__}: {exc})"
+            unavailable = is_unavailable(exc)
+            error = f"could not send the Celery task ({describe(exc)})"
+            if unavailable:
+                logger.warning("s3tasks: could not send %s to Celery: %s", handler.name, error)
+            else:
+                logger.exception("s3tasks: could not send %s to Celery", handler.name)
         else:
             HandlerRun.objects.filter(pk=run.pk).update(
-                celery_task_id=task_id, celery_queue=queue or ""
+                celery_task_id=task_id, celery_queue=queue or "", lease_expires_at=lease_deadline()
             )
     run.refresh_from_db()
     if error:
-        return RunOutcome(handler.name, run.pk, run.state, error=error)
+        return RunOutcome(handler.name, run.pk, run.state, error=error, unavailable=unavailable)
     if run.state == RunState.FAILED:  # eager Celery ran it right here and it failed
-        return RunOutcome(
-            handler.name, run.pk, run.state, error=run.error or "failed", permanent=True
-        )
+        return _skipped(run)
     return RunOutcome(handler.name, run.pk, run.state)
-
-
-def execute_celery_run(
-    task: Any, handler_name: str, event_data: dict[str, Any], run_id: int | None
-) -> Any:
-    """The body of every handler's Celery task: exactly-once claim, run, retry with backoff."""
-    event = S3Event.from_dict(event_data)
-    handler = registry.get(handler_name)
-    run = HandlerRun.objects.filter(pk=run_id).first() if run_id is not None else None
-    if run is None:  # sent without dispatch (e.g. `task.delay(event.to_dict())`): record it
-        record, _ = record_event(event)
-        run = ensure_run(record, handler_name)
-    limit = retry_limit(handler)
-    retries = int(getattr(task.request, "retries", 0) or 0)
-
-    def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
-        if is_permanent(exc) or retries >= limit:
-            return RunState.FAILED, True
-        return RunState.RETRYING, False
-
-    attempt = attempt_run(run.pk, handler, event, policy)
-    if attempt.skipped:
-        return {"skipped": True, "state": attempt.run.state}
-    if attempt.exception is None:
-        return attempt.run.result_summary
-    if attempt.permanent:
-        raise attempt.exception
-    countdown = get_settings().RETRY_BACKOFF * 2**retries
-    raise task.retry(exc=attempt.exception, countdown=countdown, max_retries=limit)
 
 
 # --- admin: retry a failed run ------------------------------------------------------------
 
 
 def retry_run(run: HandlerRun, *, mode: str | None = None) -> RunOutcome:
-    """Re-dispatch a failed run (admin "retry"); a succeeded or in-flight run is left alone."""
+    """Re-dispatch a run that failed (for good or awaiting a retry), or was never handed off
+    (admin "retry"); a succeeded or in-flight run is left alone."""
     mode = mode or get_settings().DISPATCH
     with transaction.atomic():
         locked = HandlerRun.objects.select_for_update().get(pk=run.pk)
         never_sent = locked.state == RunState.PENDING and not locked.celery_task_id
-        if locked.state != RunState.FAILED and not never_sent:
+        if locked.state not in (RunState.FAILED, RunState.RETRYING) and not never_sent:
             return _skipped(locked)
+        handler = local_handler(locked.handler_name)
+        if handler is None:
+            return _deferred(locked)
         locked.state = RunState.PENDING
         locked.celery_task_id = ""
-        locked.save(update_fields=["state", "celery_task_id"])
+        locked.lease_expires_at = None
+        locked.save(update_fields=["state", "celery_task_id", "lease_expires_at"])
     event = locked.event.to_event()
-    try:
-        handler = registry.get(locked.handler_name)
-    except UnknownHandler as exc:
-        return _outcome(fail_without_running(locked.pk, event, exc))
     if mode == INLINE:
         return run_inline(locked.pk, handler, event)
     return send_to_celery(locked.pk, handler, event, locked.celery_queue)

@@ -7,7 +7,12 @@ admin retries) locks one run, calls it and saves. The run row is locked (`select
 and then sees `succeeded`. The handler's own
 writes, the outbox rows of its follow-up commands and the `succeeded` state commit together:
 a process killed mid-handler rolls all of it back and a redelivery runs it again cleanly. A
-failing handler's writes roll back to a savepoint; the failure itself is recorded.
+failing handler's writes roll back to a savepoint; the failure itself is recorded, as
+`retrying` or, once the handler gives up, `failed` for good.
+
+`execute_celery_run` is the body of every handler's Celery task: the same claim, retries of
+handler failures counted in the run's attempts, and retries of an unreachable database or
+broker that count as nothing.
 """
 
 from __future__ import annotations
@@ -16,20 +21,23 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from s3tasks import signals
+from s3tasks.commands import is_command_list, submit_all
+from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
-from s3tasks.exceptions import HandlerFailure
+from s3tasks.exceptions import HandlerFailure, S3TasksError
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.records import ERROR_LIMIT, SUMMARY_LIMIT, truncate
-from s3tasks.registry import Handler
+from s3tasks.outages import describe, is_unavailable
+from s3tasks.records import ERROR_LIMIT, SUMMARY_LIMIT, ensure_run, record_event, truncate
+from s3tasks.registry import Handler, registry
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,11 @@ OUTCOME_FIELDS = [
     "error",
     "traceback",
     "result_summary",
+    "lease_expires_at",
 ]
+
+# A run in one of these states is never run again by a delivery (only by an explicit retry).
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED})
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,6 @@ def is_permanent(exc: BaseException) -> bool:
 
 def retry_limit(handler: Handler | None) -> int:
     """How many retries a handler gets: its own `max_retries`, else `S3TASKS["MAX_RETRIES"]`."""
-    from s3tasks.conf import get_settings
-
     if handler is not None and handler.max_retries is not None:
         return handler.max_retries
     return get_settings().MAX_RETRIES
@@ -80,7 +90,6 @@ def retry_limit(handler: Handler | None) -> int:
 
 def summarize(result: Any) -> str:
     """A short text for `HandlerRun.result_summary`; follow-up commands are submitted here."""
-    from s3tasks.commands import is_command_list, submit_all
 
     if result is None:
         return ""
@@ -96,13 +105,19 @@ def summarize(result: Any) -> str:
     return truncate(text, SUMMARY_LIMIT)
 
 
+def gives_up(handler: Handler | None, run: HandlerRun, exc: BaseException) -> bool:
+    """Whether this failure ends the run for good: `PermanentFailure`, or no retry left."""
+    return is_permanent(exc) or run.attempts > retry_limit(handler)
+
+
 def inline_policy(handler: Handler) -> FailurePolicy:
-    """Inline dispatch has no in-process retry: the redelivered message is the retry, so a
-    failure is permanent only for `PermanentFailure` or once the attempts exceed the limit."""
-    limit = retry_limit(handler)
+    """Inline dispatch has no in-process retry: the redelivered message is the retry. The run
+    is `retrying` until it gives up, then `failed` for good (deliveries skip it)."""
 
     def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
-        return RunState.FAILED, is_permanent(exc) or run.attempts > limit
+        if gives_up(handler, run, exc):
+            return RunState.FAILED, True
+        return RunState.RETRYING, False
 
     return policy
 
@@ -121,11 +136,10 @@ def run_claimed(
     signals.run_started.send(sender=handler.name, run=run, event=event)
     began = time.perf_counter()
     try:
-        with handler_savepoint():
-            result = handler.func(event)
-            summary = summarize(result)
+        result, summary = call_handler(handler, event)
     except Exception as exc:
         _finish(run, began)
+        run.lease_expires_at = None  # the policy sets a new one when the run is handed off again
         state, permanent = on_failure(run, exc)
         run.state = state
         run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
@@ -133,85 +147,86 @@ def run_claimed(
         return Attempt(run=run, exception=exc, permanent=permanent)
     _finish(run, began)
     run.state = RunState.SUCCEEDED
+    run.lease_expires_at = None
     run.error = run.traceback = ""
     run.result_summary = summary
     return Attempt(run=run, result=result)
 
 
-@contextmanager
-def handler_savepoint() -> Iterator[None]:
-    """`atomic()` around one handler inside the caller's transaction, for less: the SAVEPOINT
-    is only sent before the handler's first SQL statement, and never RELEASEd.
+def call_handler(handler: Handler, event: S3Event) -> tuple[Any, str]:
+    """Run `handler` and submit its follow-up commands in a savepoint of their own (`atomic()`),
+    so a failure undoes exactly this handler's writes and follow-ups; returns (result, summary).
 
-    A failure (an exception, or a handler that swallowed a database error and left the
-    transaction marked for rollback) rolls back the handler's writes and drops its `on_commit`
-    callbacks, as `atomic()` would. A handler that never touches the database needs no
-    savepoint at all, and a kept one ends with its transaction: the two statements per handler
-    were ~45% of an inline batch's statements (no-op handler, batches of ten). Only SQL sent
-    through Django's connection is seen; a handler writing through a raw driver connection
-    must open its own savepoint.
+    A handler declared `uses_database=False` runs without one (two statements fewer); any SQL
+    it sends raises `UndeclaredDatabaseUse` before reaching the database, so nothing it did
+    needs undoing. Follow-up commands it returns still get a savepoint.
     """
+    if not handler.uses_database:
+        result = _call_without_database(handler, event)
+        if not is_command_list(result):
+            return result, summarize(result)
+        with transaction.atomic():
+            return result, summarize(result)
+    with transaction.atomic():
+        result = handler.func(event)
+        if transaction.get_rollback():  # it caught a database error: its writes are lost
+            raise SwallowedDatabaseError(
+                f"handler {handler.name!r} caught a database error inside its transaction, so "
+                "its writes were rolled back; let the error propagate, or wrap the failing "
+                "statement in its own transaction.atomic() block."
+            )
+        return result, summarize(result)
+
+
+def _call_without_database(handler: Handler, event: S3Event) -> Any:
     connection = transaction.get_connection()
-    if not connection.in_atomic_block or not connection.features.uses_savepoints:
-        with transaction.atomic():  # no caller's transaction to keep a savepoint in
-            yield
-        return
-    savepoint = _LazySavepoint(connection)
-    connection.savepoint_ids.append(savepoint.sid)  # tags on_commit callbacks registered inside
+    refuse = _RefuseSQL(handler.name)
     try:
-        with connection.execute_wrapper(savepoint):
-            yield
-    except BaseException:
-        savepoint.roll_back()
-        raise
-    if connection.needs_rollback:
-        savepoint.roll_back()
-    else:
-        connection.savepoint_ids.pop()
+        with connection.execute_wrapper(refuse):
+            result = handler.func(event)
+    finally:
+        if refuse.refused and connection.in_atomic_block:
+            # Django marked the transaction for rollback, but nothing reached the database
+            transaction.set_rollback(False)
+    if refuse.refused:  # even if the handler caught it
+        raise UndeclaredDatabaseUse(refuse.message)
+    return result
 
 
-class _LazySavepoint:
-    """An execute wrapper that creates savepoint `sid` before the first statement it sees."""
+class SwallowedDatabaseError(S3TasksError, RuntimeError):
+    """A handler caught a database error and carried on; Django rolls its writes back."""
 
-    def __init__(self, connection: Any) -> None:
-        connection.savepoint_state += 1
-        self.connection = connection
-        self.sid = f"s3tasks_handler_{connection.savepoint_state}"
-        self.state = "pending"  # -> "creating" -> "created"
+
+class UndeclaredDatabaseUse(S3TasksError, RuntimeError):
+    """A handler declared `uses_database=False` sent SQL; nothing was sent."""
+
+
+class _RefuseSQL:
+    """An execute wrapper that stops any statement of a handler that declared it sends none."""
+
+    def __init__(self, handler_name: str) -> None:
+        self.handler_name = handler_name
+        self.message = ""
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.message)
 
     def __call__(self, execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if self.state == "pending":
-            self.state = "creating"  # the SAVEPOINT below passes through this wrapper too
-            self.connection._savepoint(self.sid)
-            self.state = "created"
-        return execute(sql, params, many, context)
-
-    def roll_back(self) -> None:
-        """Undo everything since the savepoint (if it was ever needed), as `atomic()` does."""
-        connection = self.connection
-        connection.savepoint_ids.pop()
-        connection.needs_rollback = False
-        if self.state == "pending":  # no SQL ran: only the callbacks to forget
-            connection.run_on_commit = [
-                entry for entry in connection.run_on_commit if self.sid not in entry[0]
-            ]
-            return
-        if self.state != "created" or connection.closed_in_transaction:
-            connection.needs_rollback = True  # no savepoint to return to: the batch fails
-            return
-        try:
-            connection.savepoint_rollback(self.sid)
-        except DatabaseError:
-            connection.needs_rollback = True  # as atomic(): only the outer rollback can clean up
+        self.message = (
+            f"handler {self.handler_name!r} is declared with uses_database=False but sent SQL "
+            f"({sql[:80]!r}); remove uses_database=False from its decorator."
+        )
+        raise UndeclaredDatabaseUse(self.message)
 
 
 def attempt_run(
     run_id: int, handler: Handler, event: S3Event, on_failure: FailurePolicy
 ) -> Attempt:
-    """Claim run `run_id` under a lock and run `handler` unless it already succeeded."""
+    """Claim run `run_id` under a lock and run `handler` unless the run already ended."""
     with transaction.atomic():
         run = HandlerRun.objects.select_for_update().get(pk=run_id)
-        if run.state == RunState.SUCCEEDED:
+        if run.state in TERMINAL_STATES:
             return Attempt(run=run, skipped=True)
         attempt = run_claimed(run, handler, event, on_failure)
         run.save(update_fields=OUTCOME_FIELDS)
@@ -257,22 +272,67 @@ def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
     )
 
 
-def mark_unrunnable(run: HandlerRun, exc: BaseException) -> Attempt:
-    """Set the outcome of a claimed run that could not even start (unknown handler)."""
-    run.state = RunState.FAILED
-    run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
-    run.traceback = ""
-    run.finished_at = timezone.now()
-    return Attempt(run=run, exception=exc, permanent=False)
+# --- the body of every handler's Celery task -----------------------------------------------
 
 
-def fail_without_running(run_id: int, event: S3Event, exc: BaseException) -> Attempt:
-    """Record a run that could not even start (unknown handler), without a crash."""
-    with transaction.atomic():
-        run = HandlerRun.objects.select_for_update().get(pk=run_id)
-        if run.state == RunState.SUCCEEDED:
-            return Attempt(run=run, skipped=True)
-        attempt = mark_unrunnable(run, exc)
-        run.save(update_fields=OUTCOME_FIELDS)
-    report(attempt, run.handler_name, event)
-    return attempt
+def lease_deadline(delay: float = 0) -> datetime:
+    """When a run handed off now (to start after `delay` seconds) counts as stuck."""
+    return timezone.now() + timedelta(seconds=delay + get_settings().RUN_LEASE)
+
+
+def execute_celery_run(
+    task: Any, handler_name: str, event_data: dict[str, Any], run_id: int | None
+) -> Any:
+    """The body of every handler's Celery task: exactly-once claim, run, retry with backoff.
+
+    A handler failure is retried until the run's attempts pass the handler's `max_retries`; an
+    unreachable database or broker is retried with backoff without counting as an attempt.
+    """
+    event = S3Event.from_dict(event_data)
+    handler = registry.get(handler_name)
+    try:
+        attempt = _celery_attempt(handler, event, run_id)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        retries = int(getattr(task.request, "retries", 0) or 0)
+        countdown = min(MAX_OUTAGE_BACKOFF, get_settings().RETRY_BACKOFF * 2 ** min(retries, 10))
+        logger.warning(
+            "s3tasks: %s on s3://%s/%s could not reach the database (%s); trying again in %ss",
+            handler_name,
+            event.bucket,
+            event.key,
+            describe(exc),
+            countdown,
+        )
+        raise task.retry(exc=exc, countdown=countdown)
+    if attempt.skipped:
+        return {"skipped": True, "state": attempt.run.state}
+    if attempt.exception is None:
+        return attempt.run.result_summary
+    if attempt.permanent:
+        raise attempt.exception
+    raise task.retry(exc=attempt.exception, countdown=handler_backoff(attempt.run.attempts))
+
+
+MAX_OUTAGE_BACKOFF = 300  # seconds between a Celery task's tries while the database is down
+
+
+def handler_backoff(attempts: int) -> int:
+    """Seconds before retry number `attempts` of a failed handler: exponential."""
+    return get_settings().RETRY_BACKOFF * 2 ** max(0, min(attempts - 1, 16))
+
+
+def _celery_attempt(handler: Handler, event: S3Event, run_id: int | None) -> Attempt:
+    run = HandlerRun.objects.filter(pk=run_id).first() if run_id is not None else None
+    if run is None:  # sent without dispatch (e.g. `task.delay(event.to_dict())`): record it
+        record, _ = record_event(event)
+        run = ensure_run(record, handler.name)
+
+    def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
+        if gives_up(handler, run, exc):
+            return RunState.FAILED, True
+        run.lease_expires_at = lease_deadline(handler_backoff(run.attempts))
+        return RunState.RETRYING, False
+
+    return attempt_run(run.pk, handler, event, policy)

@@ -59,12 +59,14 @@ class Handler:
     access: str = "read"
     location: str = ""
     max_retries: int | None = None
+    # False: the handler sends no SQL, so it runs without a savepoint (SQL it sends anyway fails)
+    uses_database: bool = True
 
     @property
     def task(self) -> Any:
         """The Celery task running this handler (created on first use: importing Celery costs
         ~250 ms, which a Lambda cold start that runs handlers inline should not pay)."""
-        return _celery_task(self.name, self.max_retries)
+        return _celery_task(self.name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -135,19 +137,19 @@ def _location(func: Callable[..., Any]) -> str:
 _tasks: dict[str, Any] = {}
 
 
-def _celery_task(name: str, max_retries: int | None) -> Any:
+def _celery_task(name: str) -> Any:
     task = _tasks.get(name)
     if task is None:
-        task = _tasks[name] = _make_celery_task(name, max_retries)
+        task = _tasks[name] = _make_celery_task(name)
     return task
 
 
-def _make_celery_task(name: str, max_retries: int | None) -> Any:
+def _make_celery_task(name: str) -> Any:
     """The Celery task that runs this handler in a worker (JSON arguments, never pickle)."""
     from celery import shared_task
 
     def run_handler(task: Any, event_data: dict[str, Any], run_id: int | None = None) -> Any:
-        from s3tasks.dispatch import execute_celery_run
+        from s3tasks.execution import execute_celery_run
 
         return execute_celery_run(task, name, event_data, run_id)
 
@@ -155,16 +157,17 @@ def _make_celery_task(name: str, max_retries: int | None) -> Any:
     # handler names such as "reports.nightly-export".
     run_handler.__name__ = re.sub(r"\W|^(?=\d)", "_", name.rsplit(".", 1)[-1])
     # acks_late: a Celery worker that dies mid-task leaves the task on the broker for another
-    # worker; the run's exactly-once claim makes that redelivery safe.
+    # worker; the run's exactly-once claim makes that redelivery safe. No Celery retry limit:
+    # the run's attempts decide when a handler gives up (`max_retries`), and an unreachable
+    # database or broker is retried without using any of them.
     options: dict[str, Any] = {
         "name": name,
         "bind": True,
         "serializer": "json",
         "acks_late": True,
         "reject_on_worker_lost": True,
+        "max_retries": None,
     }
-    if max_retries is not None:
-        options["max_retries"] = max_retries
     return shared_task(**options)(run_handler)
 
 
@@ -176,6 +179,7 @@ def _register(
     writes_to: Iterable[str],
     access: str,
     max_retries: int | None,
+    uses_database: bool = True,
     target: HandlerRegistry | None,
 ) -> F:
     if access not in ACCESS_MODES:
@@ -189,12 +193,13 @@ def _register(
         access=access,
         location=_location(func),
         max_retries=max_retries,
+        uses_database=uses_database,
     )
     _target(target).add(handler)
     if "celery" in sys.modules:
         # A Celery worker imports Celery before the handler modules: register the task now
         # so the worker knows its name when a message for it arrives.
-        _celery_task(handler_name, max_retries)
+        _celery_task(handler_name)
     func.s3tasks_handler = handler  # type: ignore[attr-defined]
     return func
 
@@ -212,6 +217,7 @@ def on_s3_event(
     writes_to: Iterable[str] = (),
     access: str = "read",
     max_retries: int | None = None,
+    uses_database: bool = True,
     registry: HandlerRegistry | None = None,
 ) -> Callable[[F], F]:
     """Register a handler and bind it to a bucket's events.
@@ -221,6 +227,8 @@ def on_s3_event(
 
     `queue`/`topic` name the S3 destination (default: `S3TASKS["DEFAULT_QUEUE"]`);
     `writes_to=["bucket/prefix/"]` declares outputs so a system check can warn about loops.
+    `uses_database=False` says the handler sends no SQL (it may still return follow-up
+    commands): it then runs without a savepoint of its own, which saves two statements per run.
     Stack the decorator to bind one handler to several buckets.
     """
     patterns = [events] if isinstance(events, str) else list(events)
@@ -254,6 +262,7 @@ def on_s3_event(
             writes_to=outputs,
             access=access,
             max_retries=max_retries,
+            uses_database=uses_database,
             target=registry,
         )
 
@@ -267,6 +276,7 @@ def s3_handler(
     writes_to: Iterable[str] = (),
     access: str = "read",
     max_retries: int | None = None,
+    uses_database: bool = True,
     registry: HandlerRegistry | None = None,
 ) -> Any:
     """Register a handler without binding it (bind it to rules in the admin)."""
@@ -279,6 +289,7 @@ def s3_handler(
             writes_to=writes_to,
             access=access,
             max_retries=max_retries,
+            uses_database=uses_database,
             target=registry,
         )
 

@@ -81,8 +81,13 @@ def followup(key: str) -> str:
     return key
 
 
-@s3_handler(name="tests.dispatch.noop")
+@s3_handler(name="tests.dispatch.noop", uses_database=False)
 def noop(event: S3Event) -> None:
+    return None
+
+
+@s3_handler(name="tests.dispatch.noop_with_savepoint")
+def noop_with_savepoint(event: S3Event) -> None:
     return None
 
 

@@ -116,7 +116,7 @@ def test_event_page_shows_pretty_payload_and_runs_and_is_not_editable(admin_clie
 
 def test_run_list_filters_by_state_and_handler(admin_client, failed_run):
     url = reverse("admin:s3tasks_handlerrun_changelist")
-    failed = admin_client.get(url, {"state__exact": "failed"}).content.decode()
+    failed = admin_client.get(url, {"state__exact": "retrying"}).content.decode()
     assert "cannot parse in/q1 report.csv" in failed
     assert "saw in/q1" not in failed
     steady_runs = admin_client.get(url, {"handler_name": STEADY}).context["cl"].result_count
@@ -166,7 +166,7 @@ def test_retry_that_fails_again_reports_the_error(admin_client, failed_run):
     html = retry(admin_client, [failed_run]).content.decode()
     assert "failed again: " in html and "cannot parse" in html
     failed_run.refresh_from_db()
-    assert failed_run.state == RunState.FAILED and failed_run.attempts == 2
+    assert failed_run.state == RunState.RETRYING and failed_run.attempts == 2
 
 
 def test_view_only_staff_cannot_retry(staff_client, failed_run):
@@ -176,7 +176,7 @@ def test_view_only_staff_cannot_retry(staff_client, failed_run):
     BROKEN["on"] = False
     retry(client, [failed_run])
     failed_run.refresh_from_db()
-    assert failed_run.state == RunState.FAILED and failed_run.attempts == 1
+    assert failed_run.state == RunState.RETRYING and failed_run.attempts == 1
 
 
 def test_send_test_event_dispatches_through_routing_and_shows_the_outcome(

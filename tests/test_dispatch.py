@@ -69,7 +69,7 @@ def test_duplicate_inline_dispatch_runs_the_handler_once():
     assert HandlerRun.objects.filter(event_id=first.event_id).count() == 1
 
 
-def test_failing_handler_is_recorded_failed_and_its_writes_roll_back(
+def test_failing_handler_is_recorded_retrying_and_its_writes_roll_back(
     django_capture_on_commit_callbacks,
 ):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -79,21 +79,34 @@ def test_failing_handler_is_recorded_failed_and_its_writes_roll_back(
     assert not outcome.ok and not outcome.permanent
     assert "RuntimeError: boom on bad.csv" in outcome.error
     run = HandlerRun.objects.get(pk=outcome.runs[0].run_id)
-    assert run.state == RunState.FAILED and run.attempts == 1
+    assert run.state == RunState.RETRYING and run.attempts == 1
     assert "Traceback" in run.traceback and "boom on bad.csv" in run.traceback
     assert runs_of(RUNS_BUCKET, "bad.csv") == 0
     assert not OutboxMessage.objects.exists() and not callbacks
 
 
-def test_redelivered_failure_runs_again_until_retries_are_exhausted():
+def test_redelivered_failure_runs_again_until_retries_are_exhausted_then_never_again():
     event = make_event("again.csv")
-    # write_then_fail allows 2 retries: attempts 1..3 are temporary, the 4th is permanent
+    # write_then_fail allows 2 retries: attempts 1 and 2 are retried, the 3rd gives up
     outcomes = [
         dispatch_event(event, routes=routes("tests.dispatch.write_then_fail"), mode="inline")
-        for _ in range(3)
+        for _ in range(4)
     ]
-    assert [o.permanent for o in outcomes] == [False, False, True]
-    assert HandlerRun.objects.get(event__dedup_key=event.dedup_key).attempts == 3
+    assert [o.permanent for o in outcomes] == [False, False, True, True]
+    assert [o.runs[0].state for o in outcomes] == ["retrying", "retrying", "failed", "failed"]
+    assert outcomes[3].runs[0].skipped  # a fourth delivery does not call the handler
+    run = HandlerRun.objects.get(event__dedup_key=event.dedup_key)
+    assert (run.state, run.attempts) == (RunState.FAILED, 3)
+
+
+def test_permanent_failure_is_not_run_again_on_redelivery():
+    event = make_event("perm-again.csv")
+    handler = routes("tests.dispatch.fail_permanently")
+    first = dispatch_event(event, routes=handler, mode="inline")
+    again = dispatch_event(event, routes=handler, mode="inline")
+    assert first.permanent and again.permanent and again.runs[0].skipped
+    assert "cannot handle perm-again.csv" in again.error
+    assert HandlerRun.objects.get(event__dedup_key=event.dedup_key).attempts == 1
 
 
 def test_permanent_failure_sends_run_failed_signal_with_permanent_true():
@@ -143,18 +156,19 @@ def test_lifecycle_signals_are_sent_in_order():
     ]
 
 
-def test_unknown_handler_fails_its_run_with_a_clear_error_without_crashing():
+@pytest.mark.parametrize("mode", ["inline", "celery"])
+def test_a_handler_this_process_lacks_is_left_pending_for_a_process_that_has_it(mode):
     outcome = dispatch_event(
-        make_event("unknown.csv"),
+        make_event(f"unknown-{mode}.csv"),
         routes=routes("nope.missing", "tests.dispatch.count"),
-        mode="inline",
+        mode=mode,
     )
-    assert not outcome.ok
+    assert not outcome.ok and outcome.deferred and not outcome.permanent
     missing, counted = outcome.runs
-    assert missing.state == RunState.FAILED and "No s3tasks handler named 'nope.missing'" in (
-        missing.error
-    )
-    assert counted.state == RunState.SUCCEEDED
+    assert missing.deferred and "not registered in this process" in missing.error
+    run = HandlerRun.objects.get(pk=missing.run_id)
+    assert (run.state, run.attempts, run.error) == (RunState.PENDING, 0, "")
+    assert counted.ok
 
 
 def test_handler_calling_enqueue_sends_the_followup_after_commit(

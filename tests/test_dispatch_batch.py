@@ -78,7 +78,7 @@ def test_a_batch_gives_the_same_outcomes_as_dispatching_each_item():
         assert runs_of(RUNS_BUCKET, f"{tag}-two.csv") == 1
         assert runs_of(RUNS_BUCKET, f"{tag}-bad.csv") == 0
         bad = HandlerRun.objects.get(event__key=f"{tag}-bad.csv")
-        assert (bad.state, bad.attempts) == (RunState.FAILED, 2)
+        assert (bad.state, bad.attempts) == (RunState.RETRYING, 2)
         assert "boom on" in bad.error and "Traceback" in bad.traceback
 
 
@@ -117,7 +117,7 @@ def test_one_failing_handler_fails_only_its_item_and_the_others_commit(
     ]
     assert len(callbacks) == 2
     states = dict(HandlerRun.objects.values_list("event__key", "state"))
-    assert states == {"good-1.csv": "succeeded", "bad.csv": "failed", "good-2.csv": "succeeded"}
+    assert states == {"good-1.csv": "succeeded", "bad.csv": "retrying", "good-2.csv": "succeeded"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -143,7 +143,7 @@ def test_inline_batch_statements_are_bounded_per_batch_not_per_event(
 ):
     batch = items(*[f"bound-{i}.csv" for i in range(10)], handler="tests.dispatch.noop")
     # 2 INSERTs (events, runs) + 1 UPDATE of the outcomes (+ the batch's savepoint pair inside
-    # the test's transaction); a handler that runs no SQL costs no savepoint
+    # the test's transaction); a handler declared uses_database=False costs no savepoint
     with django_assert_max_num_queries(6):
         outcomes = dispatch_batch(batch, mode="inline")
     assert all(o.ok and o.runs[0].state == RunState.SUCCEEDED for o in outcomes)
@@ -151,6 +151,18 @@ def test_inline_batch_statements_are_bounded_per_batch_not_per_event(
     with django_assert_max_num_queries(6):
         again = dispatch_batch(batch, mode="inline")
     assert all(o.runs[0].skipped for o in again)
+
+
+def test_a_handler_that_may_use_the_database_costs_one_savepoint_pair_per_run(
+    django_assert_num_queries,
+):
+    batch = items(
+        *[f"pair-{i}.csv" for i in range(10)], handler="tests.dispatch.noop_with_savepoint"
+    )
+    with django_assert_num_queries(5 + 2 * 10) as captured:
+        dispatch_batch(batch, mode="inline")
+    statements = [q["sql"].split()[0] for q in captured.captured_queries]
+    assert statements.count("SAVEPOINT") == 11 and statements.count("RELEASE") == 11
 
 
 def test_single_event_dispatch_costs_a_handful_of_statements(django_assert_max_num_queries):
@@ -235,9 +247,9 @@ def test_threads_dispatching_overlapping_batches_run_each_handler_once():
     assert set(HandlerRun.objects.values_list("state", "attempts")) == {("succeeded", 1)}
 
 
-def test_a_batch_whose_runs_never_started_writes_their_empty_timings():
+def test_a_batch_routed_to_a_handler_this_process_lacks_leaves_every_run_untouched():
     outcomes = dispatch_batch(items("gone-1.csv", "gone-2.csv", handler="nope.gone"), mode="inline")
-    assert [o.runs[0].state for o in outcomes] == [RunState.FAILED, RunState.FAILED]
+    assert [o.runs[0].state for o in outcomes] == [RunState.PENDING, RunState.PENDING]
+    assert all(o.deferred and not o.ok for o in outcomes)
     run = HandlerRun.objects.get(pk=outcomes[0].runs[0].run_id)
-    assert (run.attempts, run.started_at, run.duration_ms) == (0, None, None)
-    assert "No s3tasks handler named 'nope.gone'" in run.error and run.finished_at is not None
+    assert (run.attempts, run.started_at, run.finished_at, run.error) == (0, None, None, "")

@@ -79,7 +79,7 @@ def test_awslambdaric_round_trip_answers_sqs_batches_and_batch_operations(
     assert states == {
         "inbox/order #981.csv": RunState.SUCCEEDED,
         "exports/daily.parquet": RunState.SUCCEEDED,
-        "photos/summer/sunset.jpg": RunState.FAILED,
+        "photos/summer/sunset.jpg": RunState.RETRYING,
     }
 
     invocation = load_payload("batch_2_0")

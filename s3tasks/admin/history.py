@@ -155,14 +155,14 @@ class HandlerRunAdmin(ReadOnlyAdmin):
     search_fields = ("handler_name", "event__bucket", "event__key", "celery_task_id")
     date_hierarchy = "created_at"
     list_select_related = ("event",)
-    actions = ["retry_failed_runs"]
+    actions = ["retry_failed_runs", "recover_stuck_runs"]
     fieldsets = (
         (None, {"fields": ("handler_name", "event_link", "state_badge", "result_summary")}),
         (
             "Timing",
             {"fields": ("attempts", "created_at", "started_at", "finished_at", "duration_ms")},
         ),
-        ("Celery", {"fields": ("celery_task_id", "celery_queue")}),
+        ("Celery", {"fields": ("celery_task_id", "celery_queue", "lease_expires_at")}),
         ("Failure", {"fields": ("error_block", "traceback_block")}),
     )
     readonly_fields = (
@@ -177,6 +177,7 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         "duration_ms",
         "celery_task_id",
         "celery_queue",
+        "lease_expires_at",
         "error_block",
         "traceback_block",
     )
@@ -210,7 +211,8 @@ class HandlerRunAdmin(ReadOnlyAdmin):
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
         from s3tasks.dispatch import retry_run
 
-        failed = list(queryset.filter(state=RunState.FAILED).select_related("event"))
+        retryable = (RunState.FAILED, RunState.RETRYING)
+        failed = list(queryset.filter(state__in=retryable).select_related("event"))
         skipped = queryset.count() - len(failed)
         results = [retry_run(run) for run in failed]
         succeeded = sum(1 for r in results if r.ok and r.state == RunState.SUCCEEDED)
@@ -227,6 +229,32 @@ class HandlerRunAdmin(ReadOnlyAdmin):
             self.message_user(
                 request, f"{outcome.handler_name} failed again: {outcome.error}", messages.ERROR
             )
+
+    @admin.action(
+        description="Recover selected stuck runs (past their lease)", permissions=["retry"]
+    )
+    def recover_stuck_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from s3tasks.recovery import RecoveryReport, drive_runs
+
+        selected = list(queryset.values_list("pk", flat=True))
+        report = drive_runs(selected, RecoveryReport())
+        parts = []
+        if report.count("resent"):
+            parts.append(f"{report.count('resent')} stuck run(s) re-sent to Celery")
+        if report.count("ran"):
+            parts.append(f"{report.count('ran')} stuck run(s) run again")
+        if report.count("left_alone"):
+            parts.append(
+                f"{report.count('left_alone')} not stuck (finished or in time), left alone"
+            )
+        if report.count("no_handler"):
+            parts.append(f"{report.count('no_handler')} need a handler this server lacks")
+        level = (
+            messages.WARNING if report.errors or report.count("no_handler") else messages.SUCCESS
+        )
+        self.message_user(request, "; ".join(parts or ["Nothing to recover"]) + ".", level)
+        for error in report.errors:
+            self.message_user(request, f"Could not recover {error}", messages.ERROR)
 
 
 @admin.register(OutboxMessage)

@@ -113,12 +113,12 @@ class Acker:
                 continue
             self.stats.add("events", outcome.events)
             if outcome.deletable:
-                self.stats.add("handled")
+                failed_for_good = outcome.status == Status.FAILED_PERMANENTLY
+                self.stats.add("failed_permanently" if failed_for_good else "handled")
                 deletes.append(message)
                 continue
-            self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
             retries.append(message)
-            timeouts.append(self._backoff(message, outcome))
+            timeouts.append(self._release_after(message, outcome))
         self.inflight.discard(m for m, _ in batch)
         if deletes:
             result = self.sqs.delete(deletes)
@@ -127,6 +127,17 @@ class Acker:
         if retries:
             self.sqs.change_visibility(retries, timeouts)
         self._on_settled()
+
+    def _release_after(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
+        """Seconds until a message we keep becomes visible again, counting why we keep it."""
+        if outcome.status == Status.UNAVAILABLE:  # not its fault: back soon after the outage
+            self.stats.add("unavailable")
+            return self.options.outage_release
+        if outcome.status == Status.DEFERRED:  # for a worker that has the handler
+            self.stats.add("deferred")
+            return self.options.defer_release
+        self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
+        return self._backoff(message, outcome)
 
     def _backoff(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
         seconds = backoff_seconds(

@@ -34,6 +34,7 @@ from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_messag
 from s3tasks.worker.acker import RELEASED, Acker
 from s3tasks.worker.inflight import InFlight
 from s3tasks.worker.options import WorkerOptions
+from s3tasks.worker.outage import OutageGate, Probe
 from s3tasks.worker.periodic import Periodic
 from s3tasks.worker.slots import Slots
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
@@ -60,6 +61,8 @@ class Consumer:
         process_batch: BatchProcessFunc = process_messages,
         record_malformed: Callable[[ReceivedMessage, MessageOutcome], None] | None = None,
         relay: Callable[[], Any] | None = None,
+        recover: Callable[[], Any] | None = None,
+        probe: Probe | None = None,
     ) -> None:
         if not queues:
             raise ValueError("Consumer needs at least one queue.")
@@ -71,6 +74,8 @@ class Consumer:
         self._process_batch = process_batch if process is None else _one_by_one(process)
         self._record_malformed = record_malformed
         self._relay = relay
+        self._recover = recover
+        self.gate = OutageGate(probe or _always_up)
         self._slots = Slots(options.concurrency, options.max_messages)
         self._work: queue.SimpleQueue[list[ReceivedMessage] | None] = queue.SimpleQueue()
         self.stop_receiving = threading.Event()  # no receive starts once this is set
@@ -153,12 +158,8 @@ class Consumer:
         while time.monotonic() < deadline and not (self._drained() and not self._receiving()):
             time.sleep(0.02)
         if not self._drained():
-            logger.warning(
-                "s3tasks worker: %d message(s) still in flight after the %.0fs shutdown timeout; "
-                "they become visible again when their visibility timeout ends",
-                len(self.inflight),
-                self.options.shutdown_timeout,
-            )
+            self._abandon_in_flight()
+        self.gate.stop()
         for _ in workers:
             self._work.put(None)
         if self._drained():
@@ -168,6 +169,33 @@ class Consumer:
         acker.join(timeout=10)
         for task in periodic:
             task.stop()
+
+    def _abandon_in_flight(self) -> None:
+        """Shutdown timed out: hand what is still in flight back to SQS now, and say which.
+
+        Their handlers may still be running; whatever they did not commit is rolled back when
+        the process exits, and a redelivery runs it again (a committed run is not run twice).
+        """
+        held = self.inflight.messages()
+        if not held:  # only deletes still being settled: nothing is abandoned
+            return
+        self.stats.add("abandoned", len(held))
+        ids = ", ".join(m.message_id for m in held[:20]) + (" …" if len(held) > 20 else "")
+        try:
+            result = self.sqs.change_visibility(held, [0] * len(held))
+            released = len(result.succeeded)
+        except Exception as exc:  # SQS unreachable: they come back when their timeout ends
+            logger.warning("s3tasks worker: could not release in-flight messages: %s", exc)
+            released = 0
+        logger.error(
+            "s3tasks worker: shutdown timeout (%.0fs) reached with %d message(s) in flight; "
+            "released %d for redelivery now, the rest reappear when their visibility timeout "
+            "ends: %s",
+            self.options.shutdown_timeout,
+            len(held),
+            released,
+            ids,
+        )
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
@@ -194,6 +222,8 @@ class Consumer:
         pause = self.options.receive_error_backoff
         while not self.stop_receiving.is_set():
             self._touch_liveness()
+            if not self.gate.wait_open(SLOT_WAIT):  # a service is down: receive nothing
+                continue
             wanted = self._slots.take(self._receive_size, SLOT_WAIT)
             if wanted == 0:
                 if self._slots.exhausted:
@@ -260,8 +290,11 @@ class Consumer:
                 return
             if self.abandon_unstarted.is_set():
                 outcomes: list[MessageOutcome | None] = [RELEASED] * len(batch)
+            elif not self.gate.is_open:  # received before the outage was seen: hand back
+                outcomes = [_held_back(m) for m in batch]
             else:
                 outcomes = list(self._handle(batch))
+                self._watch_for_outage(outcomes)
             for message, outcome in zip(batch, outcomes, strict=True):
                 self._acker.finished(message, outcome)
                 self._slots.release()
@@ -287,6 +320,12 @@ class Consumer:
         finally:
             close_old_connections()
 
+    def _watch_for_outage(self, outcomes: Sequence[MessageOutcome | None]) -> None:
+        for outcome in outcomes:
+            if outcome is not None and outcome.status == Status.UNAVAILABLE:
+                self.gate.report(outcome.error.removeprefix("unavailable: "))
+                return
+
     def _recorded(self, message: ReceivedMessage, outcome: MessageOutcome) -> MessageOutcome:
         """`outcome`, after recording a malformed message (a recorder error fails it)."""
         if outcome.status != Status.MALFORMED or self._record_malformed is None:
@@ -307,6 +346,10 @@ class Consumer:
         ]
         if self._relay is not None:
             tasks.append(Periodic("s3tasks-outbox", self.options.outbox_interval, self._relay))
+        if self._recover is not None and self.options.recovery_interval > 0:
+            tasks.append(
+                Periodic("s3tasks-recover", self.options.recovery_interval, self._recover_if_up)
+            )
         for task in tasks:
             task.start()
         return tasks
@@ -319,6 +362,10 @@ class Consumer:
         result = self.sqs.change_visibility(due, [timeout] * len(due))
         self.inflight.extended(result.succeeded, timeout)
         self.stats.add("extended", len(result.succeeded))
+
+    def _recover_if_up(self) -> None:
+        if self.gate.is_open and self._recover is not None:
+            self._recover()
 
     def _log_stats(self) -> None:
         logger.info("s3tasks worker: %s", self.stats.line(len(self.inflight)))
@@ -343,6 +390,15 @@ def _one(
     except Exception as exc:  # fails this message only, as the batch core would
         logger.exception("s3tasks worker: message %s failed", message.message_id)
         return MessageOutcome(message.message_id, Status.FAILED, error=str(exc))
+
+
+def _always_up() -> str | None:
+    return None
+
+
+def _held_back(message: ReceivedMessage) -> MessageOutcome:
+    """The outcome of a message not started because a service is down."""
+    return MessageOutcome(message.message_id, Status.UNAVAILABLE, error="held back during outage")
 
 
 def _thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:

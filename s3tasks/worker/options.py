@@ -5,29 +5,45 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from s3tasks.conf import DISPATCH_MODES, get_settings
+from s3tasks.conf import DISPATCH_MODES, S3TasksSettings, WorkerSettings, get_settings
 from s3tasks.worker.sqs import MAX_VISIBILITY_TIMEOUT, SQS_BATCH_LIMIT
+
+# Options that count things or SQS seconds: a fraction would crash `range()` or SQS calls.
+WHOLE_NUMBERS = (
+    "concurrency",
+    "batch_size",
+    "wait_time",
+    "visibility_timeout",
+    "max_backoff",
+    "max_messages",
+    "outage_release",
+    "defer_release",
+)
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
     """How one `sqs_worker` process consumes; defaults come from `S3TASKS["WORKER"]`."""
 
-    concurrency: int = 4
-    batch_size: int = 10
-    wait_time: int = 20
-    visibility_timeout: int = 60
-    shutdown_timeout: float = 30.0
-    stats_interval: float = 60.0
+    # The defaults are S3TASKS["WORKER"]'s, so they are written down once (in `conf`).
+    concurrency: int = WorkerSettings.CONCURRENCY
+    batch_size: int = WorkerSettings.BATCH_SIZE
+    wait_time: int = WorkerSettings.WAIT_TIME
+    visibility_timeout: int = WorkerSettings.VISIBILITY_TIMEOUT
+    shutdown_timeout: float = WorkerSettings.SHUTDOWN_TIMEOUT
+    stats_interval: float = WorkerSettings.STATS_INTERVAL
     heartbeat_file: str = ""
-    max_backoff: int = 900
-    backoff_base: float = 5.0
+    max_backoff: int = WorkerSettings.MAX_BACKOFF
+    backoff_base: float = S3TasksSettings.RETRY_BACKOFF
     dispatch: str | None = None  # None = S3TASKS["DISPATCH"]
     max_messages: int | None = None
     once: bool = False
     exit_when_idle: float | None = None
     outbox_interval: float = 5.0
     receive_error_backoff: float = 1.0  # first pause after a failed receive; doubles up to 30 s
+    recovery_interval: float = S3TasksSettings.RECOVERY_INTERVAL  # 0 = never
+    outage_release: int = 10  # visibility of messages released while a service is down
+    defer_release: int = 2  # visibility of messages left for a worker that has the handler
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> WorkerOptions:
@@ -44,6 +60,7 @@ class WorkerOptions:
             heartbeat_file=worker.HEARTBEAT_FILE,
             max_backoff=worker.MAX_BACKOFF,
             backoff_base=float(conf.RETRY_BACKOFF),
+            recovery_interval=float(conf.RECOVERY_INTERVAL),
         )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
@@ -54,6 +71,11 @@ class WorkerOptions:
 
     def validated(self) -> WorkerOptions:
         """Return self, or raise `ValueError` naming the flag and its allowed range."""
+        for name in WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be a whole number, not {value!r}")
         checks = [
             (self.concurrency >= 1, "--concurrency must be at least 1"),
             (1 <= self.batch_size <= SQS_BATCH_LIMIT, "--batch-size must be 1..10 (SQS limit)"),

@@ -7,20 +7,22 @@ from the management command so scripts and tests can run a worker without `call_
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import close_old_connections
-from django.utils import timezone
+from django.db import close_old_connections, router
 
 from s3tasks.batch import MessageOutcome
+from s3tasks.conf import get_settings
+from s3tasks.message_failures import record_message_failure
+from s3tasks.models import HandlerRun
+from s3tasks.outages import probe_broker, probe_database
+from s3tasks.recovery import recover_stuck_runs
 from s3tasks.worker.loop import Consumer
 from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
 
 logger = logging.getLogger("s3tasks.worker")
-
-BODY_EXCERPT = 2000
 
 
 class QueueSelectionError(Exception):
@@ -63,26 +65,16 @@ def resolve_queues(sqs: SqsQueueClient, names_or_urls: Sequence[str]) -> list[Qu
 
 
 def record_malformed(message: ReceivedMessage, outcome: MessageOutcome) -> None:
-    """Keep a row about a malformed message (upserted per queue + message id)."""
-    from s3tasks.models import MessageFailure
+    """Keep a row about a malformed message (`s3tasks.message_failures`, as Lambda does).
 
-    now = timezone.now()
-    MessageFailure.objects.update_or_create(
-        queue_name=message.queue.name[:200],
-        message_id=message.message_id[:200],
-        defaults={
-            "receive_count": message.receive_count,
-            "reason": outcome.error,
-            "body_excerpt": message.body[:BODY_EXCERPT],
-            "last_seen_at": now,
-        },
-        create_defaults={
-            "receive_count": message.receive_count,
-            "reason": outcome.error,
-            "body_excerpt": message.body[:BODY_EXCERPT],
-            "first_seen_at": now,
-            "last_seen_at": now,
-        },
+    Raises if the row cannot be written; the loop then keeps the message as failed.
+    """
+    record_message_failure(
+        queue_name=message.queue.name,
+        message_id=message.message_id,
+        receive_count=message.receive_count,
+        reason=outcome.error,
+        body=message.body,
     )
 
 
@@ -132,5 +124,32 @@ def build_consumer(
     queues = resolve_queues(sqs, names_or_urls)
     kwargs.setdefault("record_malformed", record_malformed)
     kwargs.setdefault("relay", outbox_relay())
+    kwargs.setdefault("recover", recovery_pass(options.dispatch))
+    kwargs.setdefault("probe", service_probe(options.dispatch))
     warn_about_connection_age()
     return Consumer(sqs, queues, options, **kwargs)
+
+
+def recovery_pass(dispatch: str | None) -> Callable[[], None]:
+    """The worker's timer body: drive runs stuck past their lease (`s3tasks.recovery`)."""
+
+    def recover() -> None:
+        close_old_connections()
+        try:
+            recover_stuck_runs(mode=dispatch)
+        finally:
+            close_old_connections()
+
+    return recover
+
+
+def service_probe(dispatch: str | None) -> Callable[[], str | None]:
+    """What the worker asks during an outage: the database, and the broker in Celery mode."""
+    celery = (dispatch or get_settings().DISPATCH) == "celery"
+
+    def probe() -> str | None:
+        return probe_database(router.db_for_write(HandlerRun)) or (
+            probe_broker() if celery else None
+        )
+
+    return probe

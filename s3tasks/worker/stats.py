@@ -14,31 +14,46 @@ class StatsSnapshot:
     received: int = 0
     handled: int = 0
     failed: int = 0
+    failed_permanently: int = 0
+    deferred: int = 0
+    unavailable: int = 0
     malformed: int = 0
     deleted: int = 0
     delete_failed: int = 0
     released: int = 0
     extended: int = 0
     receive_errors: int = 0
+    abandoned: int = 0
     in_flight: int = 0
     events: int = 0
     elapsed: float = 0.0
 
     @property
     def processed(self) -> int:
-        return self.handled + self.failed + self.malformed
+        return (
+            self.handled
+            + self.failed
+            + self.failed_permanently
+            + self.deferred
+            + self.unavailable
+            + self.malformed
+        )
 
 
 COUNTERS = (
     "received",
     "handled",
     "failed",
+    "failed_permanently",
+    "deferred",
+    "unavailable",
     "malformed",
     "deleted",
     "delete_failed",
     "released",
     "extended",
     "receive_errors",
+    "abandoned",
     "events",
 )
 
@@ -74,6 +89,8 @@ class WorkerStats:
             self._last_line_at, self._last_line_processed = now, snap.processed
         return (
             f"received={snap.received} handled={snap.handled} failed={snap.failed} "
+            f"failed_permanently={snap.failed_permanently} deferred={snap.deferred} "
+            f"unavailable={snap.unavailable} "
             f"malformed={snap.malformed} deleted={snap.deleted} released={snap.released} "
             f"in_flight={snap.in_flight} events={snap.events} rate={rate:.1f}/s "
             f"uptime={snap.elapsed:.0f}s"

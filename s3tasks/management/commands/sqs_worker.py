@@ -68,7 +68,8 @@ class Command(BaseCommand):
             "--shutdown-timeout",
             type=float,
             help="On SIGTERM/SIGINT, seconds to let in-flight messages finish (no receive "
-            "starts after the signal; a second signal exits at once).",
+            "starts after the signal; a second signal exits at once). Messages still in flight "
+            "then are released for redelivery and the command exits with status 3.",
         )
         parser.add_argument(
             "--heartbeat-file",
@@ -79,7 +80,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         from s3tasks.aws import client
-        from s3tasks.code_bindings import sync_code_bindings
+        from s3tasks.code_bindings import add_missing_code_bindings
         from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
 
         try:
@@ -99,7 +100,9 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc))
-        sync_code_bindings()
+        # Only add: during a rolling deploy the database may hold a newer release's rules
+        # (docs/worker.md, "Rolling deploys"); migrate/s3tasks_bindings reconcile fully.
+        add_missing_code_bindings()
         try:
             consumer = build_consumer(client("sqs"), opts["queue"], options)
         except QueueSelectionError as exc:
@@ -107,6 +110,15 @@ class Command(BaseCommand):
         final = consumer.run(install_signal_handlers=True)
         self.stdout.write(
             f"sqs_worker: received {final.received}, handled {final.handled}, "
-            f"failed {final.failed}, malformed {final.malformed}, deleted {final.deleted}, "
+            f"failed {final.failed}, failed permanently {final.failed_permanently}, "
+            f"deferred {final.deferred}, unavailable {final.unavailable}, "
+            f"malformed {final.malformed}, deleted {final.deleted}, "
             f"released {final.released}, events {final.events} in {final.elapsed:.2f}s"
         )
+        if final.abandoned:
+            raise CommandError(
+                f"shutdown abandoned {final.abandoned} in-flight message(s) after the "
+                f"{options.shutdown_timeout:.0f}s shutdown timeout; they were released for "
+                "redelivery (raise --shutdown-timeout to let long handlers finish)",
+                returncode=3,
+            )
