@@ -68,7 +68,9 @@ def test_json_nested_a_thousand_levels_deep_is_malformed_not_a_recursion_error()
     body = '{"Records": ' + "[" * 1000 + "]" * 1000 + "}"
 
     assert len(body) < 2100
-    malformed(body, "not JSON", "nested too deeply")
+    # Python 3.11's json gives up (RecursionError); 3.13's parses it and the shape is refused
+    message = malformed(body)
+    assert "nested too deeply" in message or "expected an object, found a list" in message
     with pytest.raises(MalformedMessage):
         message_kind(body)
 
@@ -257,6 +259,6 @@ def test_every_record_of_a_lambda_sqs_event_is_judged_alone() -> None:
     records = sqs_records(event)
 
     assert [bool(r.problem) for r in records] == [False, True, False, False]
-    with pytest.raises(MalformedMessage, match="nested too deeply"):
+    with pytest.raises(MalformedMessage, match="nested too deeply|expected an object"):
         parse_events(records[0].body)
     assert [len(parse_events(r.body)) for r in records[2:]] == [0, 1]

@@ -94,7 +94,8 @@ def test_every_poison_record_is_reported_alone_and_recorded_while_the_good_ones_
     rows = {row.message_id: row for row in MessageFailure.objects.all()}
     assert set(rows) == set(POISON)
     assert {row.queue_name for row in rows.values()} == {"s3tasks-events"}
-    assert "nested too deeply" in rows["deep-nesting"].reason
+    deep = rows["deep-nesting"].reason  # 3.11: json gives up; 3.13: parsed, shape refused
+    assert "nested too deeply" in deep or "expected an object, found a list" in deep
     assert "'²'" in rows["superscript-size"].reason
     assert "\x00" not in rows["nul-in-body-text"].body_excerpt  # escaped, so PostgreSQL stores it
     assert all(len(row.reason) < 1000 for row in rows.values())
