@@ -1,22 +1,32 @@
 """Follow-up commands through the outbox: real SQS/SNS on moto's HTTP server, and the
-transactional guarantees (rollback sends nothing, a crash after commit loses nothing)."""
+transactional guarantees (rollback sends nothing, a crash after commit loses nothing), the
+relay's claims and its short duplicate window (nothing locked while AWS answers)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from s3tasks import enqueue, publish_sns, publish_sqs
 from s3tasks.aws import client
 from s3tasks.commands import EnqueueTask, PublishSNS, PublishSQS
 from s3tasks.models import OutboxMessage, Queue, Topic
-from s3tasks.outbox import IDEMPOTENCY_ATTRIBUTE, forget_resolved_names, relay_outbox
+from s3tasks.outbox import (
+    CLAIM_SECONDS,
+    CONNECT_TIMEOUT,
+    IDEMPOTENCY_ATTRIBUTE,
+    READ_TIMEOUT,
+    forget_resolved_names,
+    relay_messages,
+    relay_outbox,
+)
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, FOLLOWUP_TASK, runs_of
 
 
@@ -230,3 +240,159 @@ def test_concurrent_relays_send_each_entry_once(monkeypatch):
         t.join(60)
     assert sum(totals) == 40 and len(sent_ids) == len(set(sent_ids)) == 40
     assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+
+
+# --- the relay: claims and the duplicate window ---------------------------------------------
+
+
+def drain(queue_url: str) -> list[dict]:
+    messages, batch = [], receive_all(queue_url)
+    while batch:
+        messages += batch
+        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)]
+        client("sqs").delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        batch = receive_all(queue_url)
+    return messages
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_s_follow_ups_are_each_marked_sent_right_after_their_own_send(
+    monkeypatch,
+):
+    """The duplicate window of an entry is its own send: the ones sent before it are already
+    marked when it goes out, and the whole transaction's entries go in one relay pass."""
+    seen: list[tuple[str, int]] = []
+
+    def send(entry: OutboxMessage) -> None:
+        marked = OutboxMessage.objects.filter(sent_at__isnull=False).count()
+        seen.append((entry.payload["args"][0], marked))
+
+    monkeypatch.setattr("s3tasks.outbox.send_celery", send)
+    with transaction.atomic():
+        for n in range(4):
+            enqueue(FOLLOWUP_TASK, f"k{n}")
+        assert seen == []  # nothing before commit
+    assert seen == [("k0", 0), ("k1", 1), ("k2", 2), ("k3", 3)]
+    assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 0
+    assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_follow_up_to_an_unknown_queue_backs_off_without_holding_back_the_others(aws):
+    url = client("sqs").create_queue(QueueName="known")["QueueUrl"]
+    with transaction.atomic():
+        publish_sqs("no-such-queue", "lost?")
+        publish_sqs("known", "delivered")
+    assert [m["Body"] for m in drain(url)] == ["delivered"]
+    unknown = OutboxMessage.objects.get(target="no-such-queue")
+    assert unknown.sent_at is None and unknown.available_at > timezone.now()
+    assert "does not exist" in unknown.last_error
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("failing_first", [True, False], ids=["failed-first", "failed-last"])
+def test_follow_ups_of_a_rolled_back_savepoint_are_dropped_and_the_rest_sent_at_commit(
+    aws, failing_first
+):
+    url = client("sqs").create_queue(QueueName="partial")["QueueUrl"]
+
+    def failing_handler() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            publish_sqs("partial", "rolled back")
+            raise RuntimeError("handler failed")
+
+    with transaction.atomic():
+        if failing_first:
+            failing_handler()
+        publish_sqs("partial", "kept")
+        if not failing_first:
+            failing_handler()
+    # Sent by the commit's own relay, not left for the periodic one:
+    assert OutboxMessage.objects.get().sent_at is not None
+    assert [m["Body"] for m in drain(url)] == ["kept"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_database_lock_is_held_while_the_follow_up_is_sent(monkeypatch):
+    """The relay claims entries in a short transaction and sends after it committed: another
+    connection can lock the very row (PostgreSQL) or write at all (SQLite) mid-send."""
+    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    message = EnqueueTask(FOLLOWUP_TASK, ("locked?",)).submit()
+    seen: list[str] = []
+
+    def probe() -> None:
+        try:
+            if connection.vendor == "sqlite":
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA busy_timeout = 300")
+            with transaction.atomic():  # SQLite: BEGIN IMMEDIATE takes the write lock
+                list(OutboxMessage.objects.select_for_update(nowait=True).filter(pk=message.pk))
+            seen.append("free")
+        except DatabaseError as exc:
+            seen.append(f"locked: {exc}")
+        finally:
+            connection.close()
+
+    def send_while_probing(entry: OutboxMessage) -> None:
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join(30)
+
+    monkeypatch.setattr("s3tasks.outbox.send_celery", send_while_probing)
+    assert relay_outbox() == 1
+    assert seen == ["free"]
+    message.refresh_from_db()
+    assert message.sent_at is not None and message.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_whose_relay_died_mid_send_is_sent_again_once_its_claim_expires(
+    monkeypatch,
+):
+    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    sent: list[str] = []
+    message = EnqueueTask(FOLLOWUP_TASK, ("claimed",)).submit()
+
+    def die_mid_send(entry: OutboxMessage) -> None:
+        sent.append(str(entry.idempotency_key))
+        raise SystemExit("killed between the send and the mark")  # not an Exception
+
+    monkeypatch.setattr("s3tasks.outbox.send_celery", die_mid_send)
+    with pytest.raises(SystemExit):
+        relay_outbox()
+    monkeypatch.setattr("s3tasks.outbox.send_celery", lambda entry: sent.append("again"))
+    assert relay_outbox() == 0 and relay_messages([message.pk]) == 0  # claimed: left alone
+    message.refresh_from_db()
+    assert message.sent_at is None and message.attempts == 1
+    assert message.available_at > timezone.now() + timedelta(seconds=CLAIM_SECONDS - 10)
+    OutboxMessage.objects.filter(pk=message.pk).update(available_at=timezone.now())  # expired
+    assert relay_outbox() == 1
+    assert sent == [str(message.idempotency_key), "again"]  # the one duplicate a death allows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_that_runs_long_hands_back_what_it_could_not_send_before_its_claim_ends(
+    monkeypatch,
+):
+    """No send starts that could end after the claim (another relay may take the entry then):
+    the rest is handed back at once, unclaimed, for the next pass."""
+    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr("s3tasks.outbox.CLAIM_SECONDS", CONNECT_TIMEOUT + READ_TIMEOUT + 1)
+    sent: list[str] = []
+
+    def slow_send(entry: OutboxMessage) -> None:
+        sent.append(entry.payload["args"][0])
+        time.sleep(1.2)  # past the last moment a send may start
+
+    monkeypatch.setattr("s3tasks.outbox.send_celery", slow_send)
+    for n in range(3):
+        EnqueueTask(FOLLOWUP_TASK, (f"k{n}",)).submit()
+    assert relay_outbox(limit=3) == 1
+    assert sent == ["k0"]
+    rest = OutboxMessage.objects.filter(sent_at__isnull=True)
+    assert rest.count() == 2
+    assert all(m.attempts == 0 and m.available_at <= timezone.now() for m in rest)
+    monkeypatch.setattr("s3tasks.outbox.send_celery", lambda entry: sent.append("later"))
+    assert relay_outbox() == 2
