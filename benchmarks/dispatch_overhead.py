@@ -83,9 +83,9 @@ def child(db: str, count: int) -> dict[str, float]:
     django.setup()
     from django.core.management import call_command
 
-    from s3tasks.dispatch import BatchItem, dispatch_batch, dispatch_event
-    from s3tasks.registry import s3_handler
-    from s3tasks.routing import Route
+    from s3tasks.processing.dispatch import BatchItem, dispatch_batch, dispatch_event
+    from s3tasks.rules.registry import s3_handler
+    from s3tasks.rules.routing import Route
 
     @s3_handler(name="benchmarks.noop")
     def noop(event) -> None:

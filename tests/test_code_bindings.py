@@ -11,11 +11,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from s3tasks import code_bindings
-from s3tasks.code_binding_plan import Declaration, free_key
-from s3tasks.code_bindings import add_missing_code_bindings, sync_code_bindings
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, RulesVersion
-from s3tasks.registry import HandlerRegistry, on_s3_event
+from s3tasks.rules import code_bindings
+from s3tasks.rules.code_binding_plan import Declaration, free_key
+from s3tasks.rules.code_bindings import add_missing_code_bindings, sync_code_bindings
+from s3tasks.rules.registry import HandlerRegistry, on_s3_event
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from s3tasks import enqueue, publish_sns, publish_sqs
 from s3tasks.aws import client
-from s3tasks.commands import EnqueueTask, PublishSNS, PublishSQS
+from s3tasks.followups.commands import EnqueueTask, PublishSNS, PublishSQS
+from s3tasks.followups.outbox import IDEMPOTENCY_ATTRIBUTE, forget_resolved_names, relay_outbox
 from s3tasks.models import OutboxMessage, Queue, Topic
-from s3tasks.outbox import IDEMPOTENCY_ATTRIBUTE, forget_resolved_names, relay_outbox
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, FOLLOWUP_TASK, runs_of
 
 
@@ -84,7 +84,9 @@ def test_commit_sends_immediately_through_the_relay():
 
 @pytest.mark.django_db(transaction=True)
 def test_entry_left_by_a_crash_after_commit_is_sent_once_by_the_periodic_relay(monkeypatch):
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)  # "process died"
+    monkeypatch.setattr(
+        "s3tasks.followups.outbox.relay_after_commit", lambda pk: None
+    )  # "process died"
     with transaction.atomic():
         enqueue(FOLLOWUP_TASK, "crashed")
     assert OutboxMessage.objects.get().sent_at is None
@@ -204,7 +206,7 @@ def test_relay_command_once_sends_due_entries(aws, db, capsys):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_relays_send_each_entry_once(monkeypatch):
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
     sent_ids: list[str] = []
     lock = threading.Lock()
 
@@ -212,7 +214,7 @@ def test_concurrent_relays_send_each_entry_once(monkeypatch):
         with lock:
             sent_ids.append(str(message.idempotency_key))
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", fake_send)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", fake_send)
     for i in range(40):
         EnqueueTask(FOLLOWUP_TASK, (f"k{i}",)).submit()
     totals: list[int] = []

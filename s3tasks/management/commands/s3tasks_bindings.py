@@ -12,6 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from s3tasks.rules.code_bindings import compute_bindings_plan, sync_code_bindings
+
 EXIT_CHANGES_PENDING = 2
 
 
@@ -40,8 +42,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django.db import DatabaseError
-
-        from s3tasks.code_bindings import compute_bindings_plan, sync_code_bindings
 
         try:
             plan = compute_bindings_plan()
