@@ -52,7 +52,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {change.describe()}")
         if options["dry_run"]:
             if plan.has_changes:
-                sys.exit(EXIT_CHANGES_PENDING)
+                raise CommandError(
+                    "changes pending; --dry-run changed nothing", returncode=EXIT_CHANGES_PENDING
+                )
             return
         if not plan.has_changes:
             self.stdout.write("Nothing to do: the rules match the code.")

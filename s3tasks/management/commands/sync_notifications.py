@@ -105,7 +105,9 @@ class Command(BaseCommand):
             raise CommandError(blocked_message(plan))
         if options["dry_run"]:
             if plan.has_changes:
-                sys.exit(EXIT_CHANGES_PENDING)
+                raise CommandError(
+                    "changes pending; --dry-run changed nothing", returncode=EXIT_CHANGES_PENDING
+                )
             return
         if plan.has_changes and not self._confirmed(plan, options):
             raise CommandError("Aborted: nothing was changed.")
