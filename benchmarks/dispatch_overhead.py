@@ -29,7 +29,7 @@ from s3tasks.emulator import port_open  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/2"
 PG_BENCH_DB = "bench_s3tasks_dispatch"
-MODES = ("baseline", "inline", "batch10", "celery", "duplicate")
+MODES = ("baseline", "inline", "batch10", "batch10_nodb", "celery", "duplicate")
 BATCH = 10
 
 
@@ -83,12 +83,16 @@ def child(db: str, count: int) -> dict[str, float]:
     django.setup()
     from django.core.management import call_command
 
-    from s3tasks.dispatch import BatchItem, dispatch_batch, dispatch_event
-    from s3tasks.registry import s3_handler
-    from s3tasks.routing import Route
+    from s3tasks.processing.dispatch import BatchItem, dispatch_batch, dispatch_event
+    from s3tasks.rules.registry import s3_handler
+    from s3tasks.rules.routing import Route
 
     @s3_handler(name="benchmarks.noop")
     def noop(event) -> None:
+        return None
+
+    @s3_handler(name="benchmarks.noop_nodb", uses_database=False)
+    def noop_nodb(event) -> None:
         return None
 
     call_command("migrate", verbosity=0)
@@ -97,10 +101,13 @@ def child(db: str, count: int) -> dict[str, float]:
     def dispatch_all(mode: str):
         return lambda events: [dispatch_event(e, routes=routes, mode=mode) for e in events]
 
-    def dispatch_batches(events: list) -> None:
+    def dispatch_batches(events: list, chosen: list | None = None) -> None:
         for start in range(0, len(events), BATCH):
-            chunk = [BatchItem(e, routes) for e in events[start : start + BATCH]]
+            chunk = [BatchItem(e, chosen or routes) for e in events[start : start + BATCH]]
             dispatch_batch(chunk, mode="inline")
+
+    def dispatch_batches_nodb(events: list) -> None:
+        dispatch_batches(events, [Route("benchmarks.noop_nodb")])
 
     warm = make_events(20, "warm")
     dispatch_all("inline")(warm)
@@ -108,6 +115,9 @@ def child(db: str, count: int) -> dict[str, float]:
     results = {"baseline": timed("baseline", baseline, make_events(count, "base"))}
     results["inline"] = timed("inline", dispatch_all("inline"), make_events(count, "inline"))
     results["batch10"] = timed("batch10", dispatch_batches, make_events(count, "batch10"))
+    results["batch10_nodb"] = timed(
+        "batch10_nodb", dispatch_batches_nodb, make_events(count, "batch10_nodb")
+    )
     celery_events = make_events(count, "celery")
     results["celery"] = timed("celery", dispatch_all("celery"), celery_events)
     results["duplicate"] = timed("duplicate", dispatch_all("celery"), celery_events)
@@ -159,16 +169,16 @@ def run_child(db: str, count: int) -> dict[str, float] | None:
 
 def table(results: dict[str, dict[str, float]]) -> str:
     lines = [
-        "database | baseline ms | inline ms (ratio) | batch10 ms (ratio) | celery ms (ratio) "
-        "| duplicate ms (ratio)",
-        "-" * 107,
+        "database | baseline ms | inline ms (ratio) | batch10 ms (ratio) | batch10_nodb ms "
+        "(ratio) | celery ms (ratio) | duplicate ms (ratio)",
+        "-" * 130,
     ]
     for db, r in results.items():
         base = r["baseline"]
         cells = [f"{r[m]:.3f} ({r[m] / base:.2f}x)" for m in MODES[1:]]
         lines.append(
-            f"{db:>8} | {base:11.3f} | {cells[0]:>17} | {cells[1]:>18} | {cells[2]:>17} "
-            f"| {cells[3]:>20}"
+            f"{db:>8} | {base:11.3f} | {cells[0]:>17} | {cells[1]:>18} | {cells[2]:>23} "
+            f"| {cells[3]:>17} | {cells[4]:>20}"
         )
     return "\n".join(lines)
 
@@ -182,12 +192,14 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.events)))
         return 0
+    before = os.getloadavg()[0]
     results = {}
     for db in args.db.split(","):
         found = run_child(db, args.events)
         if found is not None:
             results[db] = found
     print(table(results))
+    print(f"load average (1 min): {before:.2f} before, {os.getloadavg()[0]:.2f} after")
     return 0
 
 

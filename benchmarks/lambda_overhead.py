@@ -51,10 +51,10 @@ import json, sys, time
 sys.path.insert(0, {benchmarks!r})
 import django; django.setup()
 from lambda_overhead import sqs_batch
-from s3tasks.dispatch import dispatch_event
+from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.envelopes import parse_events
 from s3tasks.lambda_handler import handler
-from s3tasks.routing import route
+from s3tasks.rules.routing import route
 
 records, size = {records}, 10
 handler(sqs_batch("warmup", 0, size), None)
@@ -69,9 +69,9 @@ began = time.perf_counter()
 for event in events:
     assert dispatch_event(event, routes=route(event), mode="inline").ok
 direct = (time.perf_counter() - began) / records
-import s3tasks.dispatch
-from s3tasks.dispatch import DispatchOutcome
-s3tasks.dispatch.dispatch_event = lambda event, **kw: DispatchOutcome(None, (), ok=True)
+import s3tasks.processing.dispatch
+from s3tasks.processing.dispatch import DispatchOutcome
+s3tasks.processing.dispatch.dispatch_event = lambda event, **kw: DispatchOutcome(None, (), ok=True)
 began = time.perf_counter()
 for start in range(0, records, size):
     assert handler(sqs_batch("stub", start, size), None) == {{"batchItemFailures": []}}

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from s3tasks.events import S3Event  # noqa: E402
-from s3tasks.filters import event_matches, key_matches  # noqa: E402
-from s3tasks.routing import CompiledRule, Route, RuleIndex  # noqa: E402
+from s3tasks.rules.filters import event_matches, key_matches  # noqa: E402
+from s3tasks.rules.routing import CompiledRule, Route, RuleIndex  # noqa: E402
 
 EVENT_FAMILIES = [("ObjectCreated:*",), ("ObjectRemoved:*",), ("ObjectCreated:Put",)]
 SUFFIXES = ["", ".csv", ".jpg", ".json"]

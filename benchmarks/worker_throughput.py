@@ -80,8 +80,8 @@ class StatementMeter:
 
 def parse_only(message, dispatch_mode=None):
     """A `process_message` stand-in that parses and does nothing else (the loop's own cost)."""
-    from s3tasks.batch import MessageOutcome, Status
     from s3tasks.envelopes import parse_message
+    from s3tasks.processing.messages import MessageOutcome, Status
 
     events = parse_message(message.body).events
     return MessageOutcome(message.message_id, Status.HANDLED, events=len(events))
@@ -93,7 +93,7 @@ def profile_one_thread(count: int) -> None:
     import cProfile
     import pstats
 
-    from s3tasks.batch import InboundMessage, process_messages
+    from s3tasks.processing.messages import InboundMessage, process_messages
     from tests.worker_support import s3_body
 
     messages = [InboundMessage(f"p{i}", s3_body(BUCKET, f"profile/{i:06d}")) for i in range(count)]

@@ -25,19 +25,21 @@ class S3TasksConfig(AppConfig):
             Subscription,
             Topic,
         )
-        from s3tasks.signals import rules_changed
+        from s3tasks.processing import celery_tasks
+        from s3tasks.rules.routing import rules_changed
 
         for model in (Bucket, Topic, Queue, Subscription, NotificationRule, HandlerBinding):
             post_save.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-save")
             post_delete.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-del")
         post_migrate.connect(_sync_code_bindings, sender=self, dispatch_uid="s3tasks-code")
+        celery_tasks.install()  # before autodiscovery: a Celery worker needs every task name
         autodiscover_modules("handlers")
 
 
 def _sync_code_bindings(using: str = "default", **kwargs: Any) -> None:
     """`migrate` reconciles code bindings fully (create, update, remove): it runs with the
     release being deployed, unlike a starting worker, which only adds (docs/worker.md)."""
-    from s3tasks.code_bindings import sync_code_bindings
+    from s3tasks.rules.code_bindings import sync_code_bindings
 
     if using == "default":
         sync_code_bindings()

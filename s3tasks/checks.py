@@ -8,15 +8,16 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from s3tasks.filters import FilterEntry, find_clashes, prefixes_overlap
-from s3tasks.registry import default_registry
+from s3tasks.conf import build_settings, get_settings
+from s3tasks.models import HandlerBinding, HandlerRun
+from s3tasks.provisioning.rule_entries import rule_filter_entries
+from s3tasks.rules.filters import FilterEntry, find_clashes, prefixes_overlap
+from s3tasks.rules.registry import default_registry
 
 
 @checks.register("s3tasks")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     from django.conf import settings
-
-    from s3tasks.conf import build_settings
 
     try:
         conf = build_settings(getattr(settings, "S3TASKS", None))
@@ -73,7 +74,6 @@ def check_code_binding_overlaps(
     app_configs: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """Code bindings that S3 would reject as overlapping (before anyone runs sync)."""
-    from s3tasks.conf import get_settings
 
     try:
         default_queue = get_settings().DEFAULT_QUEUE
@@ -110,8 +110,6 @@ def check_rule_overlaps(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 
 def _database_rule_messages() -> list[checks.CheckMessage]:
-    from s3tasks.models import HandlerBinding
-    from s3tasks.provisioning.rule_entries import rule_filter_entries
 
     messages: list[checks.CheckMessage] = [
         checks.Error(
@@ -149,9 +147,6 @@ def check_sqlite_for_celery(app_configs: Any = None, **kwargs: Any) -> list[chec
     """Celery mode on SQLite without a busy timeout and IMMEDIATE transactions makes Celery
     workers and sqs_worker fail each other's writes with "database is locked"."""
     from django.db import connections, router
-
-    from s3tasks.conf import get_settings
-    from s3tasks.models import HandlerRun
 
     try:
         celery = get_settings().DISPATCH == "celery"
@@ -207,4 +202,3 @@ def check_one_database(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             id="s3tasks.E005",
         )
     ]
-

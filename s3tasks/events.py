@@ -32,7 +32,7 @@ BATCH_OPERATIONS_EVENT_NAME = "BatchOperations:Invoke"
 
 
 @dataclass(frozen=True)
-class BatchTask:
+class BatchJobTask:
     """The S3 Batch Operations context of an event (one `tasks[]` entry of an invocation)."""
 
     schema_version: str
@@ -61,7 +61,7 @@ class S3Event:
     region: str = ""
     source: str = EventSource.UNKNOWN
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
-    batch: BatchTask | None = None
+    batch: BatchJobTask | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -130,7 +130,7 @@ class S3Event:
             region=data.get("region") or "",
             source=data.get("source") or EventSource.UNKNOWN,
             raw=data.get("raw") or {},
-            batch=BatchTask(**batch) if batch else None,
+            batch=BatchJobTask(**batch) if batch else None,
         )
 
     def open(self, mode: str = "rb") -> IO[Any]:

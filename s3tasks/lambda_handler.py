@@ -4,16 +4,17 @@ Thin wiring only. Django is configured once per container, then each invocation 
 its trigger:
 
 - SQS event source mapping → the records go through the batch core the worker uses
-  (`s3tasks.batch.process_messages`, in chunks); the answer lists only failed records in
-  `batchItemFailures`, so Lambda deletes the rest (enable `ReportBatchItemFailures`). Each
-  record succeeds or fails alone, a malformed one included; only a record without a
-  `messageId` (which Lambda never sends) fails the whole batch, as it cannot be named.
+  (`s3tasks.processing.messages.process_messages`, in chunks); the answer lists only failed
+  records in `batchItemFailures`, so Lambda deletes the rest (enable
+  `ReportBatchItemFailures`). Each record succeeds or fails alone, a malformed one included;
+  only a record without a `messageId` (which Lambda never sends) fails the whole batch, as it
+  cannot be named.
 - S3 trigger, SNS trigger, EventBridge `aws.s3` event → the same core, one message; a failure
   raises, so Lambda's asynchronous retries and on-failure destination / DLQ apply.
-- S3 Batch Operations (schema 1.0 / 2.0) → `s3tasks.batch_operations`.
+- S3 Batch Operations (schema 1.0 / 2.0) → `s3tasks.batch_jobs`.
 
 Every malformed message gets a `MessageFailure` row, as in `sqs_worker`
-(`s3tasks.message_failures`).
+(`s3tasks.processing.message_failures`).
 
 Imports stay lazy: on the SQS path nothing imports boto3 (Lambda deletes the successes itself),
 which keeps cold starts close to a bare `django.setup()`.
@@ -30,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from s3tasks.exceptions import S3TasksError
 
 if TYPE_CHECKING:
-    from s3tasks.batch import InboundMessage
     from s3tasks.envelopes import SqsRecord
+    from s3tasks.processing.messages import InboundMessage
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any] | None:
         if kind == MessageKind.LAMBDA_SQS:
             return handle_sqs_batch(event, context)
         if kind == MessageKind.BATCH_OPERATIONS:
-            from s3tasks.batch_operations import handle_invocation
+            from s3tasks.batch_jobs import handle_invocation
 
             return handle_invocation(event)
         return handle_notification(event, context)
@@ -81,7 +82,7 @@ def relay_leftover_commands(context: Any = None) -> None:
     if _out_of_time(context, get_settings().LAMBDA_TIME_MARGIN_MS):
         return
     try:
-        from s3tasks.outbox import relay_outbox
+        from s3tasks.followups.outbox import relay_outbox
 
         sent = relay_outbox(limit=50)
     except Exception:  # the commands stay in the outbox for the next invocation
@@ -173,9 +174,9 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
 
 def _process_records(records: Sequence[SqsRecord], context: Any) -> list[str]:
     """The message ids to redeliver, after running every record that time allows."""
-    from s3tasks.batch import process_messages
     from s3tasks.conf import get_settings
-    from s3tasks.message_failures import record_malformed_outcomes
+    from s3tasks.processing.message_failures import record_malformed_outcomes
+    from s3tasks.processing.messages import process_messages
 
     settings = get_settings()
     failures: list[str] = []
@@ -197,7 +198,7 @@ def _process_records(records: Sequence[SqsRecord], context: Any) -> list[str]:
 
 
 def _inbound(record: SqsRecord) -> InboundMessage:
-    from s3tasks.batch import InboundMessage
+    from s3tasks.processing.messages import InboundMessage
 
     return InboundMessage(
         message_id=record.message_id,
@@ -215,7 +216,7 @@ def _fail_whole_batch(unidentified: Sequence[tuple[int, SqsRecord]]) -> None:
     Failing the batch is the only answer that loses nothing: Lambda redelivers every
     message of it, and handlers that already ran on the others are not run again.
     """
-    from s3tasks.message_failures import record_message_failure
+    from s3tasks.processing.message_failures import record_message_failure
 
     where = ", ".join(f"$.Records[{i}]" for i, _ in unidentified)
     problem = (
@@ -248,10 +249,10 @@ def _stand_in_id(index: int, record: SqsRecord) -> str:
 
 def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
     """An S3/SNS/EventBridge trigger: run its events; raise on failure so Lambda retries."""
-    from s3tasks.batch import InboundMessage, Status, process_message
     from s3tasks.conf import get_settings
     from s3tasks.exceptions import MalformedMessage
-    from s3tasks.message_failures import record_malformed_outcomes
+    from s3tasks.processing.message_failures import record_malformed_outcomes
+    from s3tasks.processing.messages import InboundMessage, Status, process_message
 
     message = InboundMessage(message_id=_request_id(context), body=dict(event), queue_name="lambda")
     outcome = process_message(message, dispatch_mode=get_settings().LAMBDA_DISPATCH)
@@ -266,7 +267,7 @@ def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
 def _trigger_kind_or_record(event: Any, context: Any) -> str:
     """`trigger_kind(event)`; an invocation it refuses also gets a `MessageFailure` row."""
     from s3tasks.exceptions import MalformedMessage
-    from s3tasks.message_failures import record_message_failure
+    from s3tasks.processing.message_failures import record_message_failure
 
     try:
         return trigger_kind(event)

@@ -1,4 +1,4 @@
-"""Django signals s3tasks sends, and the receivers that keep the rule cache fresh.
+"""The Django signals s3tasks sends (the rule cache's receiver is `rules.routing.rules_changed`).
 
 Lifecycle signals (all sent with `sender=` the handler name or `"s3tasks"`):
 
@@ -18,22 +18,9 @@ Lifecycle signals (all sent with `sender=` the handler name or `"s3tasks"`):
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.dispatch import Signal
 
 event_received = Signal()
 run_started = Signal()
 run_succeeded = Signal()
 run_failed = Signal()
-
-
-def rules_changed(**kwargs: Any) -> None:
-    """Receiver for save/delete of configuration models: bump the version, drop our cache."""
-    from s3tasks.models import RulesVersion
-    from s3tasks.routing import router
-
-    if kwargs.get("raw"):
-        return
-    RulesVersion.bump()
-    router.invalidate()

@@ -15,8 +15,8 @@ from django.db.models import F
 
 from project.demo.models import ImportedFile
 from s3tasks import PermanentFailure, S3Event, enqueue
-from s3tasks.commands import EnqueueTask, PublishSQS
-from s3tasks.registry import s3_handler
+from s3tasks.followups.commands import EnqueueTask, PublishSQS
+from s3tasks.rules.registry import s3_handler
 
 RUNS_BUCKET = "dispatch-test-runs"
 FOLLOWUP_BUCKET = "dispatch-test-followups"

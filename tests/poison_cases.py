@@ -183,7 +183,7 @@ def unstorable(event: Any) -> str | None:
     from django.core.exceptions import ValidationError
 
     from s3tasks.events import S3Event
-    from s3tasks.records import new_record
+    from s3tasks.processing.runs import new_record
 
     try:
         record = new_record(event, "message-id", "queue")

@@ -9,9 +9,9 @@ import pytest
 from admin_support import login_staff
 from django.urls import reverse
 
-from s3tasks.code_bindings import sync_code_bindings
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, RulesVersion, Topic
 from s3tasks.models.config import SyncStatus
+from s3tasks.rules.code_bindings import sync_code_bindings
 
 IMPORT_CSV = "project.demo.handlers.import_csv"
 FORGET_CSV = "project.demo.handlers.forget_csv"

@@ -9,7 +9,6 @@ import pytest
 from admin_support import login_staff
 from django.urls import reverse
 
-from s3tasks.dispatch import dispatch_event
 from s3tasks.events import EventSource, S3Event
 from s3tasks.models import (
     Bucket,
@@ -20,7 +19,8 @@ from s3tasks.models import (
     OutboxMessage,
     RunState,
 )
-from s3tasks.registry import s3_handler
+from s3tasks.processing.dispatch import dispatch_event
+from s3tasks.rules.registry import s3_handler
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def bound_bucket(django_capture_on_commit_callbacks):
         )
         HandlerBinding.objects.create(rule=rule, handler_name=FLAKY)
         HandlerBinding.objects.create(rule=rule, handler_name=STEADY)
-    from s3tasks.routing import router
+    from s3tasks.rules.routing import router
 
     router.invalidate()
     return bucket

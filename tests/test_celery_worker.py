@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from s3tasks.dispatch import dispatch_event
 from s3tasks.events import EventSource, S3Event
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.routing import Route
+from s3tasks.processing.dispatch import dispatch_event
+from s3tasks.rules.routing import Route
 from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
 

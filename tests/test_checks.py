@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from s3tasks import checks
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue
-from s3tasks.registry import default_registry, on_s3_event, s3_handler
+from s3tasks.rules.registry import default_registry, on_s3_event, s3_handler
 
 
 @pytest.fixture

@@ -7,15 +7,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from s3tasks import code_bindings
-from s3tasks.code_binding_plan import Declaration, free_key
-from s3tasks.code_bindings import add_missing_code_bindings, sync_code_bindings
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, RulesVersion
-from s3tasks.registry import HandlerRegistry, on_s3_event
+from s3tasks.rules import code_bindings
+from s3tasks.rules.code_binding_plan import Declaration, free_key
+from s3tasks.rules.code_bindings import add_missing_code_bindings, sync_code_bindings
+from s3tasks.rules.registry import HandlerRegistry, on_s3_event
 
 pytestmark = pytest.mark.django_db
 
@@ -251,10 +251,10 @@ def test_bindings_command_dry_run_shows_the_plan_changes_nothing_and_exits_2(cap
     sync_code_bindings()
     rule = NotificationRule.objects.filter(declared_in_code=True).first()
     NotificationRule.objects.filter(pk=rule.pk).update(prefix="drifted/", enabled=False)
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(CommandError, match="changes pending") as exit_:
         call_command("s3tasks_bindings", "--dry-run")
     out = capsys.readouterr().out
-    assert exit_.value.code == 2
+    assert exit_.value.returncode == 2
     assert "1 to update" in out and f"~ update {rule.bindings.get().handler_name}" in out
     assert f"prefix 'drifted/' -> {rule.prefix!r}" in out
     assert NotificationRule.objects.get(pk=rule.pk).prefix == "drifted/"

@@ -16,9 +16,8 @@ from django.utils import timezone
 
 from s3tasks import enqueue, publish_sns, publish_sqs
 from s3tasks.aws import client
-from s3tasks.commands import EnqueueTask, PublishSNS, PublishSQS
-from s3tasks.models import OutboxMessage, Queue, Topic
-from s3tasks.outbox import (
+from s3tasks.followups.commands import EnqueueTask, PublishSNS, PublishSQS
+from s3tasks.followups.outbox import (
     CLAIM_SECONDS,
     CONNECT_TIMEOUT,
     IDEMPOTENCY_ATTRIBUTE,
@@ -27,6 +26,7 @@ from s3tasks.outbox import (
     relay_messages,
     relay_outbox,
 )
+from s3tasks.models import OutboxMessage, Queue, Topic
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, FOLLOWUP_TASK, runs_of
 
 
@@ -94,7 +94,9 @@ def test_commit_sends_immediately_through_the_relay():
 
 @pytest.mark.django_db(transaction=True)
 def test_entry_left_by_a_crash_after_commit_is_sent_once_by_the_periodic_relay(monkeypatch):
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)  # "process died"
+    monkeypatch.setattr(
+        "s3tasks.followups.outbox.relay_after_commit", lambda pk: None
+    )  # "process died"
     with transaction.atomic():
         enqueue(FOLLOWUP_TASK, "crashed")
     assert OutboxMessage.objects.get().sent_at is None
@@ -214,7 +216,7 @@ def test_relay_command_once_sends_due_entries(aws, db, capsys):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_relays_send_each_entry_once(monkeypatch):
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
     sent_ids: list[str] = []
     lock = threading.Lock()
 
@@ -222,7 +224,7 @@ def test_concurrent_relays_send_each_entry_once(monkeypatch):
         with lock:
             sent_ids.append(str(message.idempotency_key))
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", fake_send)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", fake_send)
     for i in range(40):
         EnqueueTask(FOLLOWUP_TASK, (f"k{i}",)).submit()
     totals: list[int] = []
@@ -267,7 +269,7 @@ def test_a_transaction_s_follow_ups_are_each_marked_sent_right_after_their_own_s
         marked = OutboxMessage.objects.filter(sent_at__isnull=False).count()
         seen.append((entry.payload["args"][0], marked))
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", send)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", send)
     with transaction.atomic():
         for n in range(4):
             enqueue(FOLLOWUP_TASK, f"k{n}")
@@ -318,7 +320,7 @@ def test_follow_ups_of_a_rolled_back_savepoint_are_dropped_and_the_rest_sent_at_
 def test_no_database_lock_is_held_while_the_follow_up_is_sent(monkeypatch):
     """The relay claims entries in a short transaction and sends after it committed: another
     connection can lock the very row (PostgreSQL) or write at all (SQLite) mid-send."""
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
     message = EnqueueTask(FOLLOWUP_TASK, ("locked?",)).submit()
     seen: list[str] = []
 
@@ -340,7 +342,7 @@ def test_no_database_lock_is_held_while_the_follow_up_is_sent(monkeypatch):
         thread.start()
         thread.join(30)
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", send_while_probing)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", send_while_probing)
     assert relay_outbox() == 1
     assert seen == ["free"]
     message.refresh_from_db()
@@ -351,7 +353,7 @@ def test_no_database_lock_is_held_while_the_follow_up_is_sent(monkeypatch):
 def test_an_entry_whose_relay_died_mid_send_is_sent_again_once_its_claim_expires(
     monkeypatch,
 ):
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
     sent: list[str] = []
     message = EnqueueTask(FOLLOWUP_TASK, ("claimed",)).submit()
 
@@ -359,10 +361,10 @@ def test_an_entry_whose_relay_died_mid_send_is_sent_again_once_its_claim_expires
         sent.append(str(entry.idempotency_key))
         raise SystemExit("killed between the send and the mark")  # not an Exception
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", die_mid_send)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", die_mid_send)
     with pytest.raises(SystemExit):
         relay_outbox()
-    monkeypatch.setattr("s3tasks.outbox.send_celery", lambda entry: sent.append("again"))
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", lambda entry: sent.append("again"))
     assert relay_outbox() == 0 and relay_messages([message.pk]) == 0  # claimed: left alone
     message.refresh_from_db()
     assert message.sent_at is None and message.attempts == 1
@@ -378,15 +380,17 @@ def test_a_pass_that_runs_long_hands_back_what_it_could_not_send_before_its_clai
 ):
     """No send starts that could end after the claim (another relay may take the entry then):
     the rest is handed back at once, unclaimed, for the next pass."""
-    monkeypatch.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
-    monkeypatch.setattr("s3tasks.outbox.CLAIM_SECONDS", CONNECT_TIMEOUT + READ_TIMEOUT + 1)
+    monkeypatch.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
+    monkeypatch.setattr(
+        "s3tasks.followups.outbox.CLAIM_SECONDS", CONNECT_TIMEOUT + READ_TIMEOUT + 1
+    )
     sent: list[str] = []
 
     def slow_send(entry: OutboxMessage) -> None:
         sent.append(entry.payload["args"][0])
         time.sleep(1.2)  # past the last moment a send may start
 
-    monkeypatch.setattr("s3tasks.outbox.send_celery", slow_send)
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", slow_send)
     for n in range(3):
         EnqueueTask(FOLLOWUP_TASK, (f"k{n}",)).submit()
     assert relay_outbox(limit=3) == 1
@@ -394,5 +398,5 @@ def test_a_pass_that_runs_long_hands_back_what_it_could_not_send_before_its_clai
     rest = OutboxMessage.objects.filter(sent_at__isnull=True)
     assert rest.count() == 2
     assert all(m.attempts == 0 and m.available_at <= timezone.now() for m in rest)
-    monkeypatch.setattr("s3tasks.outbox.send_celery", lambda entry: sent.append("later"))
+    monkeypatch.setattr("s3tasks.followups.outbox.send_celery", lambda entry: sent.append("later"))
     assert relay_outbox() == 2

@@ -12,10 +12,10 @@ import pytest
 from django.db import connection
 
 from s3tasks import signals
-from s3tasks.dispatch import dispatch_event, retry_run
 from s3tasks.events import EventSource, S3Event
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
-from s3tasks.routing import Route
+from s3tasks.processing.dispatch import dispatch_event, retry_run
+from s3tasks.rules.routing import Route
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
 
 pytestmark = pytest.mark.django_db
@@ -261,7 +261,7 @@ class SentTasks:
     """Stands in for the broker: records `apply_async` calls of one handler's task."""
 
     def __init__(self, monkeypatch, handler_name: str, delay: float = 0.0) -> None:
-        from s3tasks.registry import registry
+        from s3tasks.rules.registry import registry
 
         self.calls: list[dict] = []
         self.lock = threading.Lock()
@@ -293,7 +293,7 @@ def test_celery_dispatch_sends_json_args_to_the_routed_queue(monkeypatch, settin
 
 @pytest.mark.django_db(transaction=True)  # celery sends wait for commit
 def test_run_created_but_never_sent_is_sent_on_redelivery(monkeypatch):
-    from s3tasks.records import ensure_run, record_event
+    from s3tasks.processing.runs import ensure_run, record_event
 
     event = make_event("crashed-before-send.csv")
     record, _ = record_event(event)
@@ -305,7 +305,7 @@ def test_run_created_but_never_sent_is_sent_on_redelivery(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)  # celery sends wait for commit
 def test_broker_failure_leaves_the_run_unsent_and_the_event_not_ok(monkeypatch):
-    from s3tasks.registry import registry
+    from s3tasks.rules.registry import registry
 
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
@@ -371,8 +371,8 @@ def test_two_processes_dispatching_the_same_event_run_it_once():
     start_at = time.time() + 4  # both processes are set up by then and start together
     code = (
         "import time, tests.handlers_for_dispatch as h\n"
-        "from s3tasks.dispatch import dispatch_event\n"
-        "from s3tasks.routing import Route\n"
+        "from s3tasks.processing.dispatch import dispatch_event\n"
+        "from s3tasks.rules.routing import Route\n"
         "from tests.test_dispatch import make_event\n"
         f"time.sleep(max(0, {start_at} - time.time()))\n"
         "o = dispatch_event(make_event('procs.csv'), routes=[Route('tests.dispatch.slow_count')],"
@@ -411,10 +411,10 @@ def test_rolled_back_handler_sends_no_command_on_postgres():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_crash_after_commit_before_send_is_sent_once_by_the_relay_on_restart(monkeypatch):
-    from s3tasks.outbox import relay_outbox
+    from s3tasks.followups.outbox import relay_outbox
 
     with monkeypatch.context() as crash:
-        crash.setattr("s3tasks.outbox.relay_after_commit", lambda pk: None)
+        crash.setattr("s3tasks.followups.outbox.relay_after_commit", lambda pk: None)
         outcome = dispatch_event(
             make_event("pg-crash.csv"),
             routes=routes("tests.dispatch.enqueue_followup"),

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 
 from s3tasks import signals
-from s3tasks.dispatch import BatchItem, dispatch_batch, dispatch_event
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
+from s3tasks.processing.dispatch import BatchItem, dispatch_batch, dispatch_event
 from tests.handlers_for_dispatch import RUNS_BUCKET, SimulatedCrash, runs_of
 from tests.test_dispatch import SentTasks, make_event, routes
 

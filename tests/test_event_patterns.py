@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from s3tasks.filters import event_matches, events_overlap, normalize_event_pattern, s3_event_type
+from s3tasks.rules.filters import (
+    event_matches,
+    events_overlap,
+    normalize_event_pattern,
+    s3_event_type,
+)
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from s3tasks.execution import SwallowedDatabaseError, UndeclaredDatabaseUse, call_handler
 from s3tasks.models import EventRecord, OutboxMessage
-from s3tasks.records import new_record
-from s3tasks.registry import Handler
+from s3tasks.processing.execution import SwallowedDatabaseError, UndeclaredDatabaseUse, call_handler
+from s3tasks.processing.runs import new_record
+from s3tasks.rules.registry import Handler
 from tests.test_dispatch import make_event
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +106,7 @@ def test_sql_from_a_handler_declared_without_database_is_refused_before_it_runs(
 
 
 def test_follow_ups_returned_by_a_handler_without_database_are_still_recorded():
-    from s3tasks.commands import EnqueueTask
+    from s3tasks.followups.commands import EnqueueTask
 
     def returns_commands(event):
         return [EnqueueTask("tests.dispatch.followup", args=(event.key,))]

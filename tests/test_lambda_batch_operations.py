@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from lambda_app.handlers import CALLS
 from payload_files import load_payload
 
-from s3tasks.batch_operations import is_missing_object, result_code_for
+from s3tasks.batch_jobs import is_missing_object, result_code_for
 from s3tasks.exceptions import PermanentFailure, TemporaryFailure
 from s3tasks.lambda_handler import handler
 from s3tasks.models import HandlerRun, RunState

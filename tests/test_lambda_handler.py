@@ -15,7 +15,7 @@ from s3tasks.conf import build_settings
 from s3tasks.exceptions import MalformedMessage, S3TasksConfigurationError
 from s3tasks.lambda_handler import HandlersFailed, handler
 from s3tasks.models import Bucket, HandlerBinding, HandlerRun, NotificationRule, RunState
-from s3tasks.routing import router
+from s3tasks.rules.routing import router
 
 pytestmark = pytest.mark.django_db
 
@@ -213,7 +213,7 @@ def test_a_negative_time_margin_is_refused_with_an_example() -> None:
 def test_follow_up_commands_left_in_the_outbox_are_sent_by_the_next_invocation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from s3tasks import outbox
+    from s3tasks.followups import outbox
     from s3tasks.models import OutboxKind, OutboxMessage
 
     sent: list[str] = []
@@ -230,7 +230,7 @@ def test_follow_up_commands_left_in_the_outbox_are_sent_by_the_next_invocation(
 def test_no_relay_is_attempted_when_the_invocation_is_out_of_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from s3tasks import outbox
+    from s3tasks.followups import outbox
 
     monkeypatch.setattr(outbox, "relay_outbox", lambda limit: pytest.fail("relay attempted"))
     handler(load_payload("test_event"), FakeContext(iter([0] * 10)))

@@ -18,9 +18,9 @@ from payload_files import load_payload, payload_text
 
 from s3tasks.exceptions import MalformedMessage
 from s3tasks.lambda_handler import UnidentifiedRecords, handler
-from s3tasks.message_failures import body_excerpt, storable_text
 from s3tasks.models import Bucket, HandlerBinding, MessageFailure, NotificationRule
-from s3tasks.routing import router
+from s3tasks.processing.message_failures import body_excerpt, storable_text
+from s3tasks.rules.routing import router
 
 pytestmark = pytest.mark.django_db
 

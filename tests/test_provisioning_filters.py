@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3tasks.filters import FilterEntry, find_clashes, prefixes_overlap, suffixes_overlap
+from s3tasks.rules.filters import FilterEntry, find_clashes, prefixes_overlap, suffixes_overlap
 
 
 @pytest.mark.parametrize(

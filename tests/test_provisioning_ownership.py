@@ -113,9 +113,9 @@ def test_dry_run_json_marks_the_foreign_queue_and_exits_with_an_error(uploads):
     assert foreign["ownership"] == "foreign" and foreign["pending"] is False
     assert {s["ownership"] for s in plan["steps"] if s["pending"]} == {"ours"}
     out = io.StringIO()
-    with pytest.raises(SystemExit) as exited:  # 2: changes pending, no longer blocked
+    with pytest.raises(CommandError) as exited:  # 2: changes pending, no longer blocked
         call_command("sync_notifications", "--dry-run", "--format", "json", "--adopt", stdout=out)
-    assert exited.value.code == 2
+    assert exited.value.returncode == 2
     adopted = json.loads(out.getvalue())
     assert adopted["blocked"] is False and adopted["adopt"] is True
     (step,) = [s for s in adopted["steps"] if s["resource"] == "s3tasks-events"]

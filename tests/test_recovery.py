@@ -15,9 +15,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from s3tasks.checks import check_sqlite_for_celery
-from s3tasks.dispatch import dispatch_event
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.recovery import find_stuck_runs, recover_stuck_runs
+from s3tasks.ops.recovery import find_stuck_runs, recover_stuck_runs
+from s3tasks.processing.dispatch import dispatch_event
 from tests.handlers_for_dispatch import RUNS_BUCKET, runs_of
 from tests.test_dispatch import make_event, routes
 from tests.test_worker_loop import Recorder, consumer, make_queue
@@ -92,7 +92,7 @@ def test_a_run_that_finished_between_finding_and_driving_is_left_alone():
     stuck = handed_off("raced.csv", lease_in=-1)
     found = find_stuck_runs()
     HandlerRun.objects.filter(pk=stuck.pk).update(state=RunState.SUCCEEDED)
-    from s3tasks.recovery import RecoveryReport, drive_runs
+    from s3tasks.ops.recovery import RecoveryReport, drive_runs
 
     report = drive_runs([r.run_id for r in found], RecoveryReport(), mode="inline")
     assert report.count("left_alone") == 1 and report.recovered == 0

@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.recovery import recover_stuck_runs
+from s3tasks.ops.recovery import recover_stuck_runs
 from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
 from tests.handlers_for_dispatch import RUNS_BUCKET, runs_of
 from tests.test_celery_worker import _use_broker, make_event, run_in_state, wait_for
@@ -67,8 +67,8 @@ def celery_worker(log: Path) -> Iterator[subprocess.Popen]:
 
 
 def dispatch_to_celery(key: str) -> int:
-    from s3tasks.dispatch import dispatch_event
-    from s3tasks.routing import Route
+    from s3tasks.processing.dispatch import dispatch_event
+    from s3tasks.rules.routing import Route
 
     outcome = dispatch_event(
         make_event(key),

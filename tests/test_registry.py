@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3tasks.registry import HandlerRegistry, on_s3_event, s3_handler
+from s3tasks.rules.registry import HandlerRegistry, on_s3_event, s3_handler
 
 
 @pytest.fixture

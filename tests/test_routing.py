@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 
 from s3tasks.events import S3Event
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, RulesVersion
-from s3tasks.routing import BucketIndex, CompiledRule, Route, route, router
+from s3tasks.rules.routing import BucketIndex, CompiledRule, Route, route, router
 
 pytestmark = pytest.mark.django_db
 

@@ -80,9 +80,9 @@ def test_sync_then_upload_delivers_events_directly_and_through_sns(
 
 
 def test_dry_run_exits_2_with_pending_changes_and_0_when_in_sync(moto_endpoint, configured):
-    with pytest.raises(SystemExit) as exited:
+    with pytest.raises(CommandError, match="changes pending") as exited:
         call_command("sync_notifications", "--dry-run", "--bucket", "e2e-direct")
-    assert exited.value.code == 2
+    assert exited.value.returncode == 2
     assert client("sqs").list_queues().get("QueueUrls", []) == []
     call_command("sync_notifications", "--no-input", "--bucket", "e2e-direct")
     call_command("sync_notifications", "--dry-run", "--bucket", "e2e-direct")

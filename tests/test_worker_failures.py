@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from s3tasks.batch import InboundMessage, MessageOutcome, Status
+from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
 from s3tasks.worker.memory_sqs import MemorySQS
 from tests.test_worker_loop import Recorder, consumer, make_queue
 
@@ -134,7 +134,9 @@ def test_sqs_worker_exits_3_when_shutdown_abandons_work(monkeypatch):
         def run(self, install_signal_handlers: bool = False) -> StatsSnapshot:
             return StatsSnapshot(received=1, abandoned=1)
 
-    monkeypatch.setattr("s3tasks.worker.build_consumer", lambda *a, **k: Abandoning())
+    from s3tasks.management.commands import sqs_worker
+
+    monkeypatch.setattr(sqs_worker, "build_consumer", lambda *a, **k: Abandoning())
     monkeypatch.setattr("s3tasks.aws.client", lambda name: None)
     with pytest.raises(CommandError, match="abandoned 1 in-flight") as raised:
         call_command("sqs_worker", "--queue", "q", "--shutdown-timeout", "1")
@@ -149,7 +151,7 @@ def test_a_locked_database_fails_a_batch_as_unavailable_in_one_line_without_trac
 
     from django.db import connection
 
-    from s3tasks.batch import process_messages
+    from s3tasks.processing.messages import process_messages
     from tests.worker_app.handlers import COUNT
     from tests.worker_support import bind, s3_body
 
@@ -172,7 +174,7 @@ def test_a_locked_database_fails_a_batch_as_unavailable_in_one_line_without_trac
         options.update(saved)
     assert [o.status for o in outcomes] == [Status.UNAVAILABLE] * 3
     assert all("database is locked" in o.error for o in outcomes)
-    dispatch_logs = [r for r in caplog.records if r.name == "s3tasks.batch"]
+    dispatch_logs = [r for r in caplog.records if r.name == "s3tasks.processing.messages"]
     assert len(dispatch_logs) == 1 and dispatch_logs[0].exc_info is None
 
 

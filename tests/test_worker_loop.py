@@ -10,7 +10,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from s3tasks.batch import InboundMessage, MessageOutcome, Status
+from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
 from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
 from s3tasks.worker.memory_sqs import MemorySQS, MemorySQSError
 from s3tasks.worker.sqs import backoff_seconds, parse_redrive_policy

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-import s3tasks.dispatch
-from s3tasks.batch import InboundMessage, Status, process_message, process_messages
+import s3tasks.processing.dispatch
 from s3tasks.models import EventRecord, HandlerRun, MessageFailure, RunState
+from s3tasks.processing.messages import InboundMessage, Status, process_message, process_messages
 from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
 from s3tasks.worker.memory_sqs import MemorySQS
 from s3tasks.worker.runner import build_consumer, record_malformed
@@ -57,21 +57,21 @@ def test_malformed_message_is_recorded_and_test_events_are_deleted():
 
 def test_a_message_whose_dispatch_breaks_is_rolled_back_as_a_whole(monkeypatch):
     bind(COUNT, BUCKET)
-    real = s3tasks.dispatch.run_claimed
+    real = s3tasks.processing.dispatch.run_claimed
 
     def broken_second(run, handler, event, on_failure):
         if event.key.endswith("second.txt"):
             raise RuntimeError("database went away")
         return real(run, handler, event, on_failure)
 
-    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", broken_second)
+    monkeypatch.setattr(s3tasks.processing.dispatch, "run_claimed", broken_second)
     body = s3_body(BUCKET, "whole/first.txt", "whole/second.txt")
     outcome = process_message(InboundMessage("m1", body), dispatch_mode="inline")
     assert outcome.status == Status.FAILED and "database went away" in outcome.error
     assert runs_per_key() == {}  # the first event's run was not kept either
     assert not EventRecord.objects.exists()
 
-    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", real)
+    monkeypatch.setattr(s3tasks.processing.dispatch, "run_claimed", real)
     again = process_message(InboundMessage("m1", body, receive_count=2), dispatch_mode="inline")
     assert again.status == Status.HANDLED
     assert runs_per_key() == {"whole/first.txt": 1, "whole/second.txt": 1}
@@ -137,14 +137,14 @@ def test_a_received_batch_is_dispatched_together_and_each_message_gets_its_own_o
 
 def test_when_a_batch_breaks_as_a_whole_only_the_message_at_fault_fails(monkeypatch):
     bind(COUNT, BUCKET)
-    real = s3tasks.dispatch.run_claimed
+    real = s3tasks.processing.dispatch.run_claimed
 
     def broken(run, handler, event, on_failure):
         if event.key == "split/broken.txt":
             raise RuntimeError("database rejected it")
         return real(run, handler, event, on_failure)
 
-    monkeypatch.setattr(s3tasks.dispatch, "run_claimed", broken)
+    monkeypatch.setattr(s3tasks.processing.dispatch, "run_claimed", broken)
     messages = [
         InboundMessage("m1", s3_body(BUCKET, "split/one.txt")),
         InboundMessage("m2", s3_body(BUCKET, "split/broken.txt", "split/two.txt")),

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from s3tasks.events import EventSource, S3Event
-from s3tasks.filters import event_matches, normalize_event_pattern
-from s3tasks.routing import Route, load_index
+from s3tasks.models import NotificationRule
+from s3tasks.rules.filters import event_matches, normalize_event_pattern
+from s3tasks.rules.routing import Route, load_index
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,6 @@ def rule_mismatch_reasons(
 
 def explain_routing(bucket: str, key: str, event_name: str) -> RoutingExplanation:
     """The handlers an event would run, and a verdict for every rule of its bucket."""
-    from s3tasks.models import NotificationRule
 
     event_name = normalize_event_pattern(event_name)
     event = S3Event(bucket=bucket, key=key, event_name=event_name, source=EventSource.ADMIN)

@@ -6,8 +6,9 @@ from typing import Any
 
 from django import forms
 
-from s3tasks.filters import S3_EVENT_TYPES
-from s3tasks.models import HandlerBinding
+from s3tasks.models import Bucket, HandlerBinding
+from s3tasks.rules.filters import S3_EVENT_TYPES
+from s3tasks.rules.registry import registry
 
 # Concrete event names only: a real event is never a wildcard.
 EVENT_NAME_CHOICES = [(name, f"s3:{name}") for name in sorted(S3_EVENT_TYPES) if "*" not in name]
@@ -15,7 +16,6 @@ EVENT_NAME_CHOICES = [(name, f"s3:{name}") for name in sorted(S3_EVENT_TYPES) if
 
 def handler_choices(current: str = "") -> list[tuple[str, str]]:
     """Registered handler names; keeps an unknown current value visible (so it can be fixed)."""
-    from s3tasks.registry import registry
 
     names = registry.names()
     choices = [("", "---------")] + [(n, n) for n in names]
@@ -51,7 +51,6 @@ class HypotheticalEventForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from s3tasks.models import Bucket
 
         names = list(Bucket.objects.values_list("name", flat=True))
         self.fields["bucket"].widget = forms.TextInput(attrs={"list": "s3tasks-buckets"})

@@ -14,6 +14,8 @@ from django.utils.html import format_html
 
 from s3tasks.admin.views import can_run_handlers, send_test_event_view
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
+from s3tasks.ops.recovery import RecoveryReport, drive_runs
+from s3tasks.processing.dispatch import retry_run
 
 STATE_COLOURS = {
     RunState.SUCCEEDED: "#2e7d32",
@@ -209,7 +211,6 @@ class HandlerRunAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry selected failed runs", permissions=["retry"])
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from s3tasks.dispatch import retry_run
 
         retryable = (RunState.FAILED, RunState.RETRYING)
         failed = list(queryset.filter(state__in=retryable).select_related("event"))
@@ -234,7 +235,6 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         description="Recover selected stuck runs (past their lease)", permissions=["retry"]
     )
     def recover_stuck_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from s3tasks.recovery import RecoveryReport, drive_runs
 
         selected = list(queryset.values_list("pk", flat=True))
         report = drive_runs(selected, RecoveryReport())

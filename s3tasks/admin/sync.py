@@ -11,13 +11,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from s3tasks.exceptions import S3TasksError
+from s3tasks.provisioning.apply import blocked_message
+from s3tasks.provisioning.service import apply_plan, compute_plan
+
 logger = logging.getLogger(__name__)
 
 
 def _plan_or_error(names: list[str], adopt: bool) -> tuple[Any, str]:
     """The sync plan for these buckets, or a readable reason it could not be computed."""
-    from s3tasks.exceptions import S3TasksError
-    from s3tasks.provisioning.service import compute_plan
 
     try:
         return compute_plan(names, adopt=adopt), ""
@@ -54,8 +56,6 @@ def sync_buckets_action(
     resources s3tasks did not make offers to review it with adoption (`adopt=yes`, the
     command's `--adopt`), which is then applied like any other plan.
     """
-    from s3tasks.provisioning.apply import blocked_message
-    from s3tasks.provisioning.service import apply_plan
 
     names = sorted(queryset.values_list("name", flat=True))
     adopt = request.POST.get("adopt") == "yes"

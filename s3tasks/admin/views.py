@@ -12,8 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from s3tasks.admin.explain import explain_routing
 from s3tasks.admin.forms import HypotheticalEventForm, TestEventForm
+from s3tasks.conf import get_settings
 from s3tasks.events import EventSource, S3Event
+from s3tasks.processing.dispatch import dispatch_event
 
 View = Callable[[HttpRequest], HttpResponse]
 
@@ -33,7 +36,6 @@ def _context(modeladmin: admin.ModelAdmin, request: HttpRequest, title: str) -> 
 
 def which_handlers_view(modeladmin: admin.ModelAdmin) -> View:
     """Bucket + key + event name → the handlers routing would run, and every rule's verdict."""
-    from s3tasks.admin.explain import explain_routing
 
     def view(request: HttpRequest) -> HttpResponse:
         if not modeladmin.has_view_permission(request):
@@ -65,7 +67,6 @@ def build_test_event(
     A fresh etag per send makes each test event distinct (its own dedup key), so sending the
     same key twice runs the handlers twice, as a second real upload would.
     """
-    from s3tasks.conf import get_settings
 
     now = timezone.now()
     etag = uuid.uuid4().hex
@@ -84,7 +85,6 @@ def build_test_event(
 
 def send_test_event_view(modeladmin: admin.ModelAdmin) -> View:
     """Dispatch a hand-made event through the normal path and show what happened."""
-    from s3tasks.dispatch import dispatch_event
 
     def view(request: HttpRequest) -> HttpResponse:
         if not can_run_handlers(request):

@@ -13,7 +13,7 @@ succeeds or fails on its own.
 
 from __future__ import annotations
 
-from s3tasks.envelopes.batch_operations import parse_batch_operations
+from s3tasks.envelopes.batch_jobs import parse_batch_operations
 from s3tasks.envelopes.eventbridge import EVENTBRIDGE_DETAIL_TYPES, parse_eventbridge
 from s3tasks.envelopes.fields import Payload, load
 from s3tasks.envelopes.s3 import parse_s3_notification, parse_test_event

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from s3tasks.models import ManagedResource, NotificationRule
 from s3tasks.provisioning.ownership import Claim, Ledger, Origin
 
 
 def load_ledger() -> Ledger:
     """Every ownership record, plus each bucket's rule ids (to recognise 0.1's entries)."""
-    from s3tasks.models import ManagedResource, NotificationRule
 
     records = {
         (kind, identifier): Origin(origin)
@@ -33,7 +33,6 @@ class DatabaseLedger:
     so what is recorded matches what AWS did even if the process dies mid-plan."""
 
     def claim(self, claims: Iterable[Claim], region: str) -> list[Claim]:
-        from s3tasks.models import ManagedResource
 
         new = []
         for claim in claims:
@@ -50,7 +49,6 @@ class DatabaseLedger:
         return new
 
     def release(self, claims: Iterable[Claim]) -> None:
-        from s3tasks.models import ManagedResource
 
         for claim in claims:
             ManagedResource.objects.filter(kind=claim.kind, identifier=claim.identifier).delete()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, Subscription, Topic
+
 
 @dataclass(frozen=True)
 class BucketRow:
@@ -87,14 +89,6 @@ class ModelRows:
 
 def load_rows() -> ModelRows:
     """Read the configuration models (every bucket, enabled rules and bindings)."""
-    from s3tasks.models import (
-        Bucket,
-        HandlerBinding,
-        NotificationRule,
-        Queue,
-        Subscription,
-        Topic,
-    )
 
     rules = NotificationRule.objects.filter(enabled=True).select_related("bucket", "topic", "queue")
     bindings = HandlerBinding.objects.filter(enabled=True, rule__enabled=True).select_related(

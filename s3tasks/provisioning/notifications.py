@@ -15,7 +15,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from s3tasks.filters import (
+from s3tasks.exceptions import OverlappingRules
+from s3tasks.rules.filters import (
     FilterEntry,
     events_overlap,
     find_clashes,
@@ -149,7 +150,6 @@ class RuleTarget:
 
 def compile_entries(targets: Sequence[RuleTarget]) -> tuple[NotificationEntry, ...]:
     """One bucket's rules → non-overlapping entries (raises `OverlappingRules` on a clash)."""
-    from s3tasks.exceptions import OverlappingRules
 
     clashes = find_clashes(
         [

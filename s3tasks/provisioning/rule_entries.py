@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from s3tasks.filters import FilterEntry
+from s3tasks.conf import get_settings
+from s3tasks.models import NotificationRule
+from s3tasks.rules.filters import FilterEntry
 
 
 def rule_destination(rule, default_queue: str) -> str:
@@ -15,8 +17,6 @@ def rule_destination(rule, default_queue: str) -> str:
 
 def rule_filter_entries(bucket: str | None = None) -> dict[str, list[FilterEntry]]:
     """Enabled rules grouped by bucket, as `FilterEntry`s labelled with the rule's name."""
-    from s3tasks.conf import get_settings
-    from s3tasks.models import NotificationRule
 
     default_queue = get_settings().DEFAULT_QUEUE
     rules = NotificationRule.objects.filter(enabled=True).select_related("bucket", "topic", "queue")

@@ -10,10 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from s3tasks.conf import get_settings
 from s3tasks.exceptions import ProvisioningError
 from s3tasks.provisioning.apply import ApplyResult, blocked_message, execute, explain_aws_error
+from s3tasks.provisioning.current import read_account, read_current
+from s3tasks.provisioning.desired import build_desired
+from s3tasks.provisioning.iam import operator_policy, worker_policy
+from s3tasks.provisioning.ledger import DatabaseLedger, load_ledger
+from s3tasks.provisioning.model_rows import load_rows
 from s3tasks.provisioning.ownership import ResourceKind
 from s3tasks.provisioning.plan import Plan, compute_steps
+from s3tasks.provisioning.status import record_result
 
 SERVICES = ("s3", "sqs", "sns", "sts")
 
@@ -63,12 +70,6 @@ def compute_plan(
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from s3tasks.conf import get_settings
-    from s3tasks.provisioning.current import read_account, read_current
-    from s3tasks.provisioning.desired import build_desired
-    from s3tasks.provisioning.ledger import load_ledger
-    from s3tasks.provisioning.model_rows import load_rows
-
     conf = get_settings()
     rows = load_rows()
     ledger = load_ledger()
@@ -101,8 +102,6 @@ def apply_plan(plan: Plan, *, clients: dict[str, Any] | None = None) -> ApplyRes
     Never raises for an AWS error: the failure is in the result (and on the models). Raises
     `ProvisioningError` for a blocked plan (foreign resources; nothing is changed).
     """
-    from s3tasks.provisioning.ledger import DatabaseLedger
-    from s3tasks.provisioning.records import record_result
 
     if plan.blocked:
         raise ProvisioningError(blocked_message(plan))
@@ -135,12 +134,6 @@ def iam_policies(
     """`{"worker": {...}, "operator": {...}}`: the least-privilege policies for the configured
     queues, topics and buckets (the account id comes from STS)."""
     from botocore.exceptions import BotoCoreError, ClientError
-
-    from s3tasks.conf import get_settings
-    from s3tasks.provisioning.current import read_account
-    from s3tasks.provisioning.desired import build_desired
-    from s3tasks.provisioning.iam import operator_policy, worker_policy
-    from s3tasks.provisioning.model_rows import load_rows
 
     conf = get_settings()
     rows = load_rows()

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from s3tasks.batch import MessageOutcome, Status
+from s3tasks.processing.messages import MessageOutcome, Status
 from s3tasks.worker.inflight import InFlight
 from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.sqs import ReceivedMessage, SqsQueueClient, backoff_seconds

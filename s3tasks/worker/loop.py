@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import close_old_connections, connections
 
-from s3tasks.batch import InboundMessage, MessageOutcome, Status, process_messages
+from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status, process_messages
 from s3tasks.worker.acker import RELEASED, Acker
 from s3tasks.worker.inflight import InFlight
 from s3tasks.worker.options import WorkerOptions

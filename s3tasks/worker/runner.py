@@ -12,12 +12,13 @@ from typing import Any
 
 from django.db import close_old_connections, router
 
-from s3tasks.batch import MessageOutcome
 from s3tasks.conf import get_settings
-from s3tasks.message_failures import record_message_failure
-from s3tasks.models import HandlerRun
+from s3tasks.followups.outbox import relay_outbox
+from s3tasks.models import HandlerRun, Queue
+from s3tasks.ops.recovery import recover_stuck_runs
 from s3tasks.outages import probe_broker, probe_database
-from s3tasks.recovery import recover_stuck_runs
+from s3tasks.processing.message_failures import record_message_failure
+from s3tasks.processing.messages import MessageOutcome
 from s3tasks.worker.loop import Consumer
 from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
@@ -31,7 +32,6 @@ class QueueSelectionError(Exception):
 
 def configured_queue_names() -> list[str]:
     """Every enabled `Queue` row: its URL when sync filled it in, else its name."""
-    from s3tasks.models import Queue
 
     return [q.url or q.name for q in Queue.objects.filter(enabled=True).order_by("name")]
 
@@ -65,7 +65,7 @@ def resolve_queues(sqs: SqsQueueClient, names_or_urls: Sequence[str]) -> list[Qu
 
 
 def record_malformed(message: ReceivedMessage, outcome: MessageOutcome) -> None:
-    """Keep a row about a malformed message (`s3tasks.message_failures`, as Lambda does).
+    """Keep a row about a malformed message (`s3tasks.processing.message_failures`, as Lambda does).
 
     Raises if the row cannot be written; the loop then keeps the message as failed.
     """
@@ -78,13 +78,8 @@ def record_malformed(message: ReceivedMessage, outcome: MessageOutcome) -> None:
     )
 
 
-def outbox_relay() -> Any:
-    """A callable sending follow-up commands left over (e.g. after a crash), or None."""
-    try:
-        from s3tasks.outbox import relay_outbox
-    except ImportError as exc:
-        logger.warning("s3tasks worker: no outbox relay available (%s); not relaying", exc)
-        return None
+def outbox_relay() -> Callable[[], None]:
+    """A callable sending follow-up commands left over (e.g. after a crash)."""
 
     def relay() -> None:
         close_old_connections()
@@ -131,7 +126,7 @@ def build_consumer(
 
 
 def recovery_pass(dispatch: str | None) -> Callable[[], None]:
-    """The worker's timer body: drive runs stuck past their lease (`s3tasks.recovery`)."""
+    """The worker's timer body: drive runs stuck past their lease (`s3tasks.ops.recovery`)."""
 
     def recover() -> None:
         close_old_connections()

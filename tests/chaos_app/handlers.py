@@ -13,7 +13,7 @@ import time
 
 from project.demo.models import ImportedFile, ImportedRow
 from s3tasks import S3Event, publish_sqs
-from s3tasks.registry import s3_handler
+from s3tasks.rules.registry import s3_handler
 
 SIDE_EFFECT = "tests.chaos.side_effect"
 SIDE_EFFECTS_BUCKET = "chaos-side-effects"

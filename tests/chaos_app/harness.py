@@ -28,7 +28,7 @@ from urllib.parse import quote_plus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHAOS_APP = "tests.chaos_app"
-IDEMPOTENCY_ATTRIBUTE = "s3tasks-idempotency-key"  # s3tasks.outbox.IDEMPOTENCY_ATTRIBUTE
+IDEMPOTENCY_ATTRIBUTE = "s3tasks-idempotency-key"  # s3tasks.followups.outbox.IDEMPOTENCY_ATTRIBUTE
 BUCKET = "chaos-events"
 PREFIX = "chaos/"
 

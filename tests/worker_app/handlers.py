@@ -16,7 +16,7 @@ from django.db.models import F
 
 from project.demo.models import ImportedFile
 from s3tasks import S3Event, TemporaryFailure
-from s3tasks.registry import s3_handler
+from s3tasks.rules.registry import s3_handler
 
 RUNS_BUCKET = "worker-test-runs"
 COUNT = "tests.worker.count"

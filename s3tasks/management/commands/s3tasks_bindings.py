@@ -12,6 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from s3tasks.rules.code_bindings import compute_bindings_plan, sync_code_bindings
+
 EXIT_CHANGES_PENDING = 2
 
 
@@ -41,8 +43,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.db import DatabaseError
 
-        from s3tasks.code_bindings import compute_bindings_plan, sync_code_bindings
-
         try:
             plan = compute_bindings_plan()
         except DatabaseError as exc:
@@ -52,7 +52,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {change.describe()}")
         if options["dry_run"]:
             if plan.has_changes:
-                sys.exit(EXIT_CHANGES_PENDING)
+                raise CommandError(
+                    "changes pending; --dry-run changed nothing", returncode=EXIT_CHANGES_PENDING
+                )
             return
         if not plan.has_changes:
             self.stdout.write("Nothing to do: the rules match the code.")

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from s3tasks.conf import DISPATCH_MODES
+from s3tasks.ops.recovery import recover_stuck_runs
 
 
 class Command(BaseCommand):
@@ -39,7 +40,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from s3tasks.recovery import recover_stuck_runs
 
         if opts["older_than"] is not None and opts["older_than"] < 0:
             raise CommandError("--older-than must be 0 or more seconds.")

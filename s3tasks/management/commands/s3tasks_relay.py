@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
-from s3tasks.outbox import relay_outbox
+from s3tasks.followups.outbox import relay_outbox
 
 
 class Command(BaseCommand):

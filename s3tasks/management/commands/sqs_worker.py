@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from s3tasks.conf import DISPATCH_MODES
+from s3tasks.rules.code_bindings import add_missing_code_bindings
+from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
 
 
 class Command(BaseCommand):
@@ -80,8 +82,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         from s3tasks.aws import client
-        from s3tasks.code_bindings import add_missing_code_bindings
-        from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
 
         try:
             options = WorkerOptions.from_settings(

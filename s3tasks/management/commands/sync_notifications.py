@@ -13,6 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from s3tasks.exceptions import S3TasksError
+from s3tasks.provisioning import service
+from s3tasks.provisioning.apply import blocked_message
+from s3tasks.provisioning.text import render_plan
 
 EXIT_CHANGES_PENDING = 2
 
@@ -84,7 +87,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from s3tasks.provisioning import service
 
         try:
             if options["print_iam_policy"]:
@@ -100,12 +102,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self._show(plan, options["format"])
         if plan.blocked:
-            from s3tasks.provisioning.apply import blocked_message
-
             raise CommandError(blocked_message(plan))
         if options["dry_run"]:
             if plan.has_changes:
-                sys.exit(EXIT_CHANGES_PENDING)
+                raise CommandError(
+                    "changes pending; --dry-run changed nothing", returncode=EXIT_CHANGES_PENDING
+                )
             return
         if plan.has_changes and not self._confirmed(plan, options):
             raise CommandError("Aborted: nothing was changed.")
@@ -128,6 +130,5 @@ class Command(BaseCommand):
         if fmt == "json":
             self.stdout.write(json.dumps(plan.to_dict(), indent=2, default=str))
             return
-        from s3tasks.provisioning.text import render_plan
 
         self.stdout.write(render_plan(plan, color=self.stdout.isatty()))

@@ -13,9 +13,10 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from s3tasks.events import S3Event
-from s3tasks.filters import event_matches, normalize_event_pattern
+from s3tasks.rules.filters import event_matches, normalize_event_pattern
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +172,13 @@ router = Router()
 def route(event: S3Event) -> list[Route]:
     """The handlers that should run for `event`, from enabled rules (cached, auto-reloaded)."""
     return router.route(event)
+
+
+def rules_changed(**kwargs: Any) -> None:
+    """Receiver for save/delete of configuration models: bump the version, drop our cache."""
+    from s3tasks.models import RulesVersion
+
+    if kwargs.get("raw"):
+        return
+    RulesVersion.bump()
+    router.invalidate()

@@ -1,9 +1,9 @@
 """Follow-up commands a handler can issue: enqueue a Celery task, publish to SQS or SNS.
 
 Each command becomes an `OutboxMessage` row in the caller's database transaction and is sent
-only after that transaction commits (by the relay in `s3tasks.outbox`): a handler that rolls
-back sends nothing, and a process that dies after commit loses nothing (the periodic relay
-sends it). Receivers get `idempotency_key` to drop the rare duplicate.
+only after that transaction commits (by the relay in `s3tasks.followups.outbox`): a handler
+that rolls back sends nothing, and a process that dies after commit loses nothing (the
+periodic relay sends it). Receivers get `idempotency_key` to drop the rare duplicate.
 
 Call `enqueue(...)`/`publish_sqs(...)`/`publish_sns(...)` inside a handler, or return a list
 of `EnqueueTask`/`PublishSQS`/`PublishSNS` values from it: both do the same thing.
@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3tasks.followups import outbox
 from s3tasks.models import OutboxKind, OutboxMessage
 
 
@@ -49,7 +50,7 @@ def _attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
     return _json_safe(dict(attributes or {}), "attributes")
 
 
-class Command(ABC):
+class FollowUpCommand(ABC):
     """A follow-up command value; `submit()` writes it to the outbox (sent after commit)."""
 
     kind: str
@@ -63,17 +64,16 @@ class Command(ABC):
         """JSON-safe body stored in the outbox row."""
 
     def submit(self) -> OutboxMessage:
-        from s3tasks.outbox import relay_after_commit
 
         message = OutboxMessage.objects.create(
             kind=self.kind, target=self.target(), payload=self.payload()
         )
-        relay_after_commit(message.pk)
+        outbox.relay_after_commit(message.pk)  # looked up on the module: tests replace it
         return message
 
 
 @dataclass(frozen=True)
-class EnqueueTask(Command):
+class EnqueueTask(FollowUpCommand):
     """Send Celery task `task` with JSON `args`/`kwargs` (task id = the idempotency key)."""
 
     task: str
@@ -96,7 +96,7 @@ class EnqueueTask(Command):
 
 
 @dataclass(frozen=True)
-class PublishSQS(Command):
+class PublishSQS(FollowUpCommand):
     """Send `body` to SQS queue `queue_name` (FIFO queues need `group_id`)."""
 
     queue_name: str
@@ -143,7 +143,7 @@ class PublishSQS(Command):
 
 
 @dataclass(frozen=True)
-class PublishSNS(Command):
+class PublishSNS(FollowUpCommand):
     """Publish `message` to SNS topic `topic_name` (FIFO topics need `group_id`)."""
 
     topic_name: str
@@ -223,10 +223,12 @@ def is_command_list(value: Any) -> bool:
     return (
         isinstance(value, list | tuple)
         and bool(value)
-        and all(isinstance(item, Command) for item in value)
+        and all(isinstance(item, FollowUpCommand) for item in value)
     )
 
 
-def submit_all(commands: list[Command] | tuple[Command, ...]) -> list[OutboxMessage]:
+def submit_all(
+    commands: list[FollowUpCommand] | tuple[FollowUpCommand, ...],
+) -> list[OutboxMessage]:
     """Write every command to the outbox, as if each had been called directly."""
     return [command.submit() for command in commands]

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3tasks.conf import get_settings
-from s3tasks.dispatch import BatchItem, DispatchOutcome, dispatch_batch
 from s3tasks.envelopes import parse_message
 from s3tasks.events import S3Event
 from s3tasks.exceptions import MalformedMessage
 from s3tasks.outages import describe, is_unavailable
-from s3tasks.routing import route
+from s3tasks.processing.dispatch import BatchItem, DispatchOutcome, dispatch_batch
+from s3tasks.rules.routing import route
 
 logger = logging.getLogger(__name__)
 

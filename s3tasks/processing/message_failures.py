@@ -18,8 +18,9 @@ from typing import Any
 from django.db import IntegrityError
 from django.utils import timezone
 
-from s3tasks.batch import InboundMessage, MessageOutcome, Status
 from s3tasks.envelopes.limits import storable
+from s3tasks.models import MessageFailure
+from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def record_message_failure(
     Every value is cut and cleaned first (no NUL, no lone surrogate), so a message that is
     malformed *because* of such characters can still be recorded on PostgreSQL.
     """
-    from s3tasks.models import MessageFailure
 
     key = {
         "queue_name": storable_text(queue_name, ID_LIMIT),

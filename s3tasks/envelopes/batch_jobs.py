@@ -9,14 +9,14 @@ from s3tasks.envelopes.fields import excerpt, one_of, optional_str, required, ty
 from s3tasks.envelopes.limits import checked_event
 from s3tasks.envelopes.s3 import decode_key
 from s3tasks.envelopes.shapes import MessageKind, ParsedMessage
-from s3tasks.events import BATCH_OPERATIONS_EVENT_NAME, BatchTask, EventSource, S3Event
+from s3tasks.events import BATCH_OPERATIONS_EVENT_NAME, BatchJobTask, EventSource, S3Event
 from s3tasks.exceptions import MalformedMessage
 
 _SCHEMA_VERSIONS = ("1.0", "2.0")
 
 
 def parse_batch_operations(document: Mapping[str, Any], where: str) -> ParsedMessage:
-    """Each task becomes an `S3Event` carrying its `BatchTask` (ids needed for the reply)."""
+    """Each task becomes an `S3Event` carrying its `BatchJobTask` (ids needed for the reply)."""
     version_where = f"{where}.invocationSchemaVersion"
     version = one_of(document.get("invocationSchemaVersion"), _SCHEMA_VERSIONS, version_where)
     invocation_id = required(document, "invocationId", where, str)
@@ -31,7 +31,7 @@ def parse_batch_operations(document: Mapping[str, Any], where: str) -> ParsedMes
         if not isinstance(task, Mapping):
             raise MalformedMessage(f"{task_where}: expected an object, found {type_name(task)}")
         task_id = required(task, "taskId", task_where, str)
-        batch = BatchTask(version, invocation_id, task_id, job_id, dict(user_arguments))
+        batch = BatchJobTask(version, invocation_id, task_id, job_id, dict(user_arguments))
         event = S3Event(
             bucket=_bucket(task, task_where, version),
             # "keys from S3 Batch Operations are URL encoded" (S3 User Guide, Invoke Lambda)

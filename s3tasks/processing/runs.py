@@ -26,17 +26,10 @@ from s3tasks.models import EventRecord, HandlerRun
 
 M = TypeVar("M", bound=models.Model)
 
-ERROR_LIMIT = 2000
-SUMMARY_LIMIT = 1000
 INSERT_CHUNK = 500  # rows per INSERT: well under SQLite's and PostgreSQL's parameter limits
 
 # (EventRecord id, handler name): the identity of a run
 RunKey = tuple[int, str]
-
-
-def truncate(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, marking the cut so nobody mistakes it for the whole."""
-    return text if len(text) <= limit else text[: limit - 15] + " …[truncated]"
 
 
 # --- inserting rows that may already exist -------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from s3tasks.registry import HandlerRegistry
+from s3tasks.rules.registry import HandlerRegistry
 
 Action = Literal["create", "update", "remove"]
 ACTIONS: tuple[Action, ...] = ("create", "update", "remove")

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from s3tasks.exceptions import S3TasksError
 from s3tasks.models import OutboxKind, OutboxMessage, Queue, Topic
-from s3tasks.records import ERROR_LIMIT, truncate
+from s3tasks.text import ERROR_LIMIT, truncate
 
 logger = logging.getLogger(__name__)
 

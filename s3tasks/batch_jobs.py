@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3tasks import signals
+from s3tasks.conf import get_settings
+from s3tasks.envelopes import MessageKind, parse_message
 from s3tasks.events import S3Event
 from s3tasks.exceptions import HandlerFailure, MalformedMessage
+from s3tasks.models import HandlerRun
+from s3tasks.processing.dispatch import dispatch_event
+from s3tasks.rules.registry import registry
+from s3tasks.rules.routing import Route
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +64,6 @@ class TaskResult:
 
 def handle_invocation(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Run every task of a Batch Operations invocation; return the response S3 expects."""
-    from s3tasks.conf import get_settings
-    from s3tasks.envelopes import MessageKind, parse_message
 
     parsed = parse_message(payload)
     if parsed.kind != MessageKind.BATCH_OPERATIONS:
@@ -83,8 +87,6 @@ def handler_name_for(event: S3Event, default: str | None) -> str | None:
 
 def run_task(event: S3Event, default_handler: str | None) -> TaskResult:
     """Run the chosen handler on one task and turn what happened into a result code."""
-    from s3tasks.conf import get_settings
-    from s3tasks.registry import registry
 
     assert event.batch is not None, "run_task needs a Batch Operations event"
     task_id = event.batch.task_id
@@ -153,8 +155,6 @@ def is_missing_object(exception: BaseException) -> bool:
 
 
 def _dispatch(event: S3Event, handler_name: str) -> Any:
-    from s3tasks.dispatch import dispatch_event
-    from s3tasks.routing import Route
 
     assert event.batch is not None
     return dispatch_event(
@@ -175,7 +175,6 @@ def _success_string(outcome: Any, captured: _Captured) -> str:
     if captured.results:
         return _clip(_as_text(next(iter(captured.results.values()))))
     # Skipped: the run already succeeded on an earlier delivery; report what it returned then.
-    from s3tasks.models import HandlerRun
 
     run_ids = [run.run_id for run in outcome.runs if run.run_id is not None]
     summary = HandlerRun.objects.filter(pk__in=run_ids).values_list("result_summary", flat=True)

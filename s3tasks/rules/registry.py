@@ -8,14 +8,13 @@ registers, for handlers bound in the admin.
 from __future__ import annotations
 
 import inspect
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from s3tasks.exceptions import UnknownHandler
-from s3tasks.filters import normalize_event_pattern
+from s3tasks.rules.filters import normalize_event_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +65,7 @@ class Handler:
     def task(self) -> Any:
         """The Celery task running this handler (created on first use: importing Celery costs
         ~250 ms, which a Lambda cold start that runs handlers inline should not pay)."""
-        return _celery_task(self.name)
+        return celery_task(self.name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -134,41 +133,27 @@ def _location(func: Callable[..., Any]) -> str:
     return f"{func.__module__}:{line}" if line else func.__module__
 
 
-_tasks: dict[str, Any] = {}
+TaskFactory = Callable[[str], Any]  # handler name -> its Celery task
+_task_factory: TaskFactory | None = None
 
 
-def _celery_task(name: str) -> Any:
-    task = _tasks.get(name)
-    if task is None:
-        task = _tasks[name] = _make_celery_task(name)
-    return task
+def use_task_factory(factory: TaskFactory) -> None:
+    """Set how a handler's Celery task is made (`s3tasks.processing.celery_tasks` does, when
+    the app is ready), so the registry never imports the layer that runs handlers."""
+    global _task_factory
+    _task_factory = factory
 
 
-def _make_celery_task(name: str) -> Any:
-    """The Celery task that runs this handler in a worker (JSON arguments, never pickle)."""
-    from celery import shared_task
+def celery_task(name: str) -> Any:
+    """The Celery task of handler `name`."""
+    if _task_factory is None:
+        from django.core.exceptions import ImproperlyConfigured
 
-    def run_handler(task: Any, event_data: dict[str, Any], run_id: int | None = None) -> Any:
-        from s3tasks.execution import execute_celery_run
-
-        return execute_celery_run(task, name, event_data, run_id)
-
-    # Celery builds a signature from the function's name: keep it a valid identifier even for
-    # handler names such as "reports.nightly-export".
-    run_handler.__name__ = re.sub(r"\W|^(?=\d)", "_", name.rsplit(".", 1)[-1])
-    # acks_late: a Celery worker that dies mid-task leaves the task on the broker for another
-    # worker; the run's exactly-once claim makes that redelivery safe. No Celery retry limit:
-    # the run's attempts decide when a handler gives up (`max_retries`), and an unreachable
-    # database or broker is retried without using any of them.
-    options: dict[str, Any] = {
-        "name": name,
-        "bind": True,
-        "serializer": "json",
-        "acks_late": True,
-        "reject_on_worker_lost": True,
-        "max_retries": None,
-    }
-    return shared_task(**options)(run_handler)
+        raise ImproperlyConfigured(
+            "s3tasks cannot build Celery tasks before its app is ready: add 's3tasks' to "
+            "INSTALLED_APPS and call django.setup() first."
+        )
+    return _task_factory(name)
 
 
 def _register(
@@ -196,10 +181,10 @@ def _register(
         uses_database=uses_database,
     )
     _target(target).add(handler)
-    if "celery" in sys.modules:
+    if "celery" in sys.modules and _task_factory is not None:
         # A Celery worker imports Celery before the handler modules: register the task now
         # so the worker knows its name when a message for it arrives.
-        _celery_task(handler_name)
+        _task_factory(handler_name)
     func.s3tasks_handler = handler  # type: ignore[attr-defined]
     return func
 

@@ -8,6 +8,8 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
+from s3tasks.models import Bucket, Queue, Subscription, Topic
+from s3tasks.models.config import SyncStatus
 from s3tasks.provisioning.apply import ApplyResult
 from s3tasks.provisioning.steps import Action, Plan
 
@@ -15,7 +17,6 @@ MODEL_KINDS = ("bucket", "queue", "topic")
 
 
 def _status_of(kind: str, name: str, plan: Plan, result: ApplyResult) -> tuple[str, str]:
-    from s3tasks.models.config import SyncStatus
 
     failed = result.failed_step
     if failed is not None and failed.resource_type == kind and failed.resource == name:
@@ -58,7 +59,6 @@ def _record(model: Any, kind: str, names: list[str], plan: Plan, result: ApplyRe
 
 
 def _record_subscriptions(plan: Plan, result: ApplyResult) -> None:
-    from s3tasks.models import Subscription
 
     for step in result.applied:
         if step.action not in (
@@ -75,7 +75,6 @@ def _record_subscriptions(plan: Plan, result: ApplyResult) -> None:
 @transaction.atomic
 def record_result(plan: Plan, result: ApplyResult) -> None:
     """Record the outcome of `apply_plan` on every Bucket/Queue/Topic row in the plan's scope."""
-    from s3tasks.models import Bucket, Queue, Topic
 
     desired = plan.desired
     _record(Bucket, "bucket", [b.name for b in desired.buckets], plan, result)

@@ -23,9 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from s3tasks.conf import get_settings
-from s3tasks.dispatch import INLINE, local_handler, resend_to_celery, run_inline
-from s3tasks.execution import handler_backoff
 from s3tasks.models import HandlerRun, RunState
+from s3tasks.processing.dispatch import INLINE, local_handler, resend_to_celery, run_inline
+from s3tasks.processing.execution import handler_backoff
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ batch's `EventRecord`s and one for its `HandlerRun`s (idempotent, see `records`)
 - `celery`: sends each handler's registered Celery task (JSON arguments) once and stores the
   task id and the run's lease; the task body (`execution.execute_celery_run`) claims the run
   the same exactly-once way and retries with exponential backoff. A task lost after the
-  message was deleted is found by its lease (`s3tasks.recovery`).
+  message was deleted is found by its lease (`s3tasks.ops.recovery`).
 
 A run that ended (`succeeded`, or `failed` for good) is never run again by a delivery. A
 handler this process does not have is left alone for a process that has it (rolling deploys).
@@ -30,7 +30,9 @@ from django.db import connection, transaction
 from s3tasks import signals
 from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
-from s3tasks.execution import (
+from s3tasks.models import EventRecord, HandlerRun, RunState
+from s3tasks.outages import describe, is_unavailable
+from s3tasks.processing.execution import (
     OUTCOME_FIELDS,
     TERMINAL_STATES,
     Attempt,
@@ -40,16 +42,14 @@ from s3tasks.execution import (
     report,
     run_claimed,
 )
-from s3tasks.models import EventRecord, HandlerRun, RunState
-from s3tasks.outages import describe, is_unavailable
-from s3tasks.records import (
+from s3tasks.processing.runs import (
     RunKey,
     ensure_runs,
     record_events,
     update_rows,
 )
-from s3tasks.registry import Handler, registry
-from s3tasks.routing import Route, route
+from s3tasks.rules.registry import Handler, registry
+from s3tasks.rules.routing import Route, route
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def send_to_celery(
     The run row is locked while sending so concurrent deliveries send one task; the task id and
     the run's lease are stored only once the broker accepted it, so a crash before that means
     "never sent" and the next delivery sends again (the task's exactly-once claim absorbs any
-    duplicate). A run whose task is lost later is found by its lease (`s3tasks.recovery`).
+    duplicate). A run whose task is lost later is found by its lease (`s3tasks.ops.recovery`).
     """
     queue = celery_queue_for(route_queue)
     if connection.in_atomic_block:

@@ -30,14 +30,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from s3tasks import signals
-from s3tasks.commands import is_command_list, submit_all
 from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
 from s3tasks.exceptions import HandlerFailure, S3TasksError
+from s3tasks.followups.commands import is_command_list, submit_all
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.outages import describe, is_unavailable
-from s3tasks.records import ERROR_LIMIT, SUMMARY_LIMIT, ensure_run, record_event, truncate
-from s3tasks.registry import Handler, registry
+from s3tasks.processing.runs import ensure_run, record_event
+from s3tasks.rules.registry import Handler, registry
+from s3tasks.text import ERROR_LIMIT, SUMMARY_LIMIT, truncate
 
 logger = logging.getLogger(__name__)
 

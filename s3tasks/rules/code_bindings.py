@@ -2,7 +2,7 @@
 
 What the admin set on a code rule (enabled, the binding's enabled and options) survives any
 decorator change: rows are matched by handler and bucket and only the declared details are
-updated (`s3tasks.code_binding_plan`). `migrate` and `manage.py s3tasks_bindings` reconcile
+updated (`s3tasks.rules.code_binding_plan`). `migrate` and `manage.py s3tasks_bindings` reconcile
 fully (create, update, remove); a starting worker only adds what its code declares and the
 database lacks, because during a rolling deploy another release's code may be the newer one.
 """
@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
 
-from s3tasks.code_binding_plan import (
+from s3tasks.conf import get_settings
+from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, Topic
+from s3tasks.rules.code_binding_plan import (
     ACTIONS,
     Action,
     BindingChange,
@@ -26,8 +28,7 @@ from s3tasks.code_binding_plan import (
     declarations_of,
     plan_bindings,
 )
-from s3tasks.conf import get_settings
-from s3tasks.registry import HandlerRegistry, default_registry
+from s3tasks.rules.registry import HandlerRegistry, default_registry
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ class CodeBindingSync:
 
 def read_stored_rules() -> tuple[list[StoredRule], set[str]]:
     """Code-declared rule rows, and every code key in use."""
-    from s3tasks.models import NotificationRule
 
     rules = (
         NotificationRule.objects.filter(declared_in_code=True)
@@ -113,7 +113,6 @@ def apply_bindings_plan(
 
 
 def _rule_values(declaration: Declaration) -> dict[str, Any]:
-    from s3tasks.models import Queue, Topic
 
     topic = Topic.objects.get_or_create(name=declaration.topic)[0] if declaration.topic else None
     queue = Queue.objects.get_or_create(name=declaration.queue)[0] if declaration.queue else None
@@ -129,7 +128,6 @@ def _rule_values(declaration: Declaration) -> dict[str, Any]:
 
 
 def _create(change: BindingChange) -> None:
-    from s3tasks.models import Bucket, HandlerBinding, NotificationRule
 
     declaration = change.wanted
     assert declaration is not None
@@ -150,7 +148,6 @@ def _create(change: BindingChange) -> None:
 
 def _update(change: BindingChange) -> None:
     """Write only the declared details; enabled flags and binding options stay as they are."""
-    from s3tasks.models import HandlerBinding, NotificationRule
 
     declaration, stored = change.wanted, change.stored
     assert declaration is not None and stored is not None
@@ -169,7 +166,6 @@ def _update(change: BindingChange) -> None:
 
 
 def _remove(change: BindingChange) -> None:
-    from s3tasks.models import NotificationRule
 
     assert change.stored is not None
     NotificationRule.objects.filter(pk=change.stored.pk).delete()
