@@ -188,3 +188,22 @@ def test_a_fractional_count_is_refused_in_settings_and_in_options(settings):
     with pytest.raises(ValueError, match="--concurrency must be a whole number"):
         WorkerOptions(concurrency=2.5).validated()
     assert WorkerOptions().concurrency == build_settings({}).WORKER.CONCURRENCY
+
+
+def test_after_an_outage_each_worker_thread_reconnects_before_its_next_batch(monkeypatch):
+    """Connections kept across the outage (CONN_MAX_AGE) are dead: a thread that reused one
+    would report the outage again and flap the gate."""
+    from s3tasks.worker import loop
+
+    closed: list[str] = []
+    monkeypatch.setattr(
+        loop.connections, "close_all", lambda: closed.append(threading.current_thread().name)
+    )
+    sqs = MemorySQS()
+    url = make_queue(sqs)
+    worker = consumer(sqs, Recorder(), concurrency=1, exit_when_idle=1.0)
+    worker.gate.outages = 1  # an outage happened (and ended) before these messages arrived
+    send(sqs, url, "after-1", "after-2")
+    worker.run()
+    # once for the outage before the first batch, once when the thread ends
+    assert closed.count("s3tasks-worker-0") == 2

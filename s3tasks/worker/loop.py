@@ -283,11 +283,15 @@ class Consumer:
     # --- workers -----------------------------------------------------------------------------
 
     def _worker_loop(self) -> None:
+        outages_seen = 0
         while True:
             batch = self._work.get()
             if batch is None:
                 connections.close_all()  # this thread's connections; it ends now
                 return
+            if self.gate.outages != outages_seen:  # connections from before it are dead
+                outages_seen = self.gate.outages
+                connections.close_all()
             if self.abandon_unstarted.is_set():
                 outcomes: list[MessageOutcome | None] = [RELEASED] * len(batch)
             elif not self.gate.is_open:  # received before the outage was seen: hand back

@@ -31,7 +31,7 @@ class OutageGate:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._since = 0.0
-        self.outages = 0
+        self.outages = 0  # how many times the gate closed; workers compare it (see `loop`)
 
     @property
     def is_open(self) -> bool:
