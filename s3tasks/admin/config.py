@@ -11,6 +11,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from s3tasks.admin.forms import HandlerBindingForm
+from s3tasks.admin.history import ReadOnlyAdmin
 from s3tasks.admin.sync import sync_buckets_action
 from s3tasks.admin.views import which_handlers_view
 from s3tasks.models import (
@@ -251,18 +252,9 @@ class NotificationRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ManagedResource)
-class ManagedResourceAdmin(admin.ModelAdmin):
+class ManagedResourceAdmin(ReadOnlyAdmin):
     """What sync recorded as s3tasks' own in AWS: written by sync only, shown, never edited."""
 
     list_display = ("kind", "identifier", "origin", "region", "created_at")
     list_filter = ("kind", "origin")
     search_fields = ("identifier",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
