@@ -112,12 +112,23 @@ def test_event_dispatched_in_celery_mode_runs_in_the_worker(broker):
     assert runs_of(RUNS_BUCKET, "worker-ok.csv") == 1
 
 
-def test_duplicate_delivery_of_a_sent_event_is_not_sent_again(broker):
+def test_duplicate_delivery_of_a_sent_event_is_not_sent_again(broker, monkeypatch):
+    from s3tasks.rules.registry import registry
+
+    task = registry.get("tests.dispatch.count").task
+    sent: list[str] = []
+    real_send = task.apply_async
+
+    def counting_send(*args, **kwargs):
+        sent.append(kwargs["task_id"])
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(task, "apply_async", counting_send)
     first = dispatch("worker-dup.csv", "tests.dispatch.count")
     second = dispatch("worker-dup.csv", "tests.dispatch.count")
     assert second.ok and second.runs[0].skipped
     wait_for(run_in_state(first.runs[0].run_id, RunState.SUCCEEDED))
-    time.sleep(0.5)  # a second task, had one been sent, would have run by now
+    assert sent == [HandlerRun.objects.get(pk=first.runs[0].run_id).celery_task_id]
     assert runs_of(RUNS_BUCKET, "worker-dup.csv") == 1
 
 
