@@ -7,9 +7,6 @@ consumes a queue of its own; the test process sends through Redis (not eager).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -20,7 +17,8 @@ from s3tasks.events import EventSource, S3Event
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.rules.routing import Route
-from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
+from tests.celery_support import celery_worker, sending_to_redis
+from tests.conftest import REDIS_URL, need, port_open
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -43,37 +41,10 @@ def broker(django_db_setup, django_db_blocker) -> Iterator[str]:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
-    from project.celery import app
-
-    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
-    _use_broker(app, broker_url=REDIS_URL, task_always_eager=False)
-    with django_db_blocker.unblock():
-        env = subprocess_env(
-            CELERY_BROKER_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="tests.dispatch_worker_settings"
-        )
-    log = open(os.environ.get("S3TASKS_CELERY_TEST_LOG", "/dev/null"), "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool=solo", "-c", "1",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-         "-Q", f"{QUEUE},celery", "-I", "tests.handlers_for_dispatch"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield REDIS_URL
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
-        _use_broker(app, **saved)
-
-
-def _use_broker(app, **conf) -> None:
-    app.conf.update(**conf)
-    app._pool = None  # producer pools are cached per broker URL
-    app.amqp._producer_pool = None
+    log_path = os.environ.get("S3TASKS_CELERY_TEST_LOG", "/dev/null")
+    with django_db_blocker.unblock(), open(log_path, "wb") as log, sending_to_redis():
+        with celery_worker("tests.dispatch_worker_settings", f"{QUEUE},celery", log):
+            yield REDIS_URL
 
 
 def make_event(key: str) -> S3Event:

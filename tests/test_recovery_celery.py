@@ -5,10 +5,8 @@ and re-sent. Both runs end `succeeded`, and their handler ran once."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,10 @@ from django.db import connection
 
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.ops.recovery import recover_stuck_runs
-from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
+from tests.celery_support import celery_worker, sending_to_redis
+from tests.conftest import REDIS_URL, need, port_open
 from tests.handlers_for_dispatch import RUNS_BUCKET, runs_of
-from tests.test_celery_worker import _use_broker, make_event, run_in_state, wait_for
+from tests.test_celery_worker import make_event, run_in_state, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -28,42 +27,20 @@ QUEUE = "s3tasks-recovery-tests"
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
+def broker() -> Iterator[str]:
     """This process sends through Redis (not eager); no worker runs until a test starts one."""
     need(port_open("127.0.0.1", 6379), "needs Redis on 127.0.0.1:6379")
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
-    from project.celery import app
-
-    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
-    _use_broker(app, broker_url=REDIS_URL, task_always_eager=False)
-    try:
-        yield REDIS_URL
-    finally:
-        _use_broker(app, **saved)
+    with sending_to_redis() as url:
+        yield url
 
 
 @contextlib.contextmanager
-def celery_worker(log: Path) -> Iterator[subprocess.Popen]:
-    env = subprocess_env(
-        CELERY_BROKER_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="tests.recovery_worker_settings"
-    )
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool=solo",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-             "-Q", QUEUE, "-I", "tests.handlers_for_dispatch"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            yield worker
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+def worker_logging_to(log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("wb") as out, celery_worker("tests.recovery_worker_settings", QUEUE, out) as w:
+        yield w
 
 
 def dispatch_to_celery(key: str) -> int:
@@ -102,7 +79,7 @@ def holding_the_run(run_id: int) -> Iterator[None]:
 def test_a_database_error_at_claim_time_is_retried_and_is_not_a_handler_failure(broker, tmp_path):
     run_id = dispatch_to_celery("claim-error.csv")
     log = tmp_path / "celery.log"
-    with celery_worker(log):
+    with worker_logging_to(log):
         with holding_the_run(run_id):
 
             def claim_failed() -> bool:
@@ -134,7 +111,7 @@ def test_a_task_the_broker_lost_is_found_by_its_lease_and_runs_once(broker, tmp_
     assert sent.celery_task_id and sent.lease_expires_at is not None
     redis.Redis.from_url(REDIS_URL).flushdb()  # the broker loses every task it held
     assert recover_stuck_runs().found == []  # its lease has not run out yet
-    with celery_worker(tmp_path / "celery.log"):
+    with worker_logging_to(tmp_path / "celery.log"):
         time.sleep(2)
         assert HandlerRun.objects.get(pk=run_id).state == RunState.PENDING  # nothing to run
         report = recover_stuck_runs(older_than=0)

@@ -1,0 +1,51 @@
+"""A real Celery worker subprocess on Redis, and this process sending to it (not eager)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import IO
+
+from tests.conftest import REDIS_URL, ROOT, subprocess_env
+
+
+@contextlib.contextmanager
+def sending_to_redis() -> Iterator[str]:
+    """Point this process's Celery app at the test Redis (not eager); restore it after."""
+    from project.celery import app
+
+    saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
+    _use_broker(app, broker_url=REDIS_URL, task_always_eager=False)
+    try:
+        yield REDIS_URL
+    finally:
+        _use_broker(app, **saved)
+
+
+def _use_broker(app, **conf) -> None:
+    app.conf.update(**conf)
+    app._pool = None  # producer pools are cached per broker URL
+    app.amqp._producer_pool = None
+
+
+@contextlib.contextmanager
+def celery_worker(settings_module: str, queues: str, out: IO[bytes]) -> Iterator[subprocess.Popen]:
+    """A solo-pool worker importing `tests.handlers_for_dispatch`, stopped (SIGTERM) after."""
+    env = subprocess_env(CELERY_BROKER_URL=REDIS_URL, DJANGO_SETTINGS_MODULE=settings_module)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool=solo", "-c", "1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+         "-Q", queues, "-I", "tests.handlers_for_dispatch"],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
