@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -61,10 +62,37 @@ def migrate(endpoint: str, release: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def start_worker(endpoint: str, release: str, url: str, log: Path) -> subprocess.Popen:
+@pytest.fixture
+def started() -> Iterator[dict[Path, subprocess.Popen]]:
+    """The workers this test started, by log file; any still running at the end are killed."""
+    workers: dict[Path, subprocess.Popen] = {}
+    yield workers
+    for worker in workers.values():
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+
+
+def start_worker(
+    endpoint: str, release: str, url: str, log: Path, started: dict[Path, subprocess.Popen]
+) -> subprocess.Popen:
     worker = manage(endpoint, release, "sqs_worker", "--queue", url, *WORKER_ARGS, log=log)
+    started[log] = worker
     wait_until(lambda: "s3tasks worker: consuming" in log.read_text(), 180, f"{log.name} up")
     return worker
+
+
+def diagnosis(started: dict[Path, subprocess.Popen], sqs, url: str, dlq: str) -> str:
+    """What a failed wait shows: run rows, queue depths and the end of every worker's log."""
+    runs = HandlerRun.objects.filter(event__bucket=BUCKET).order_by("pk")
+    lines = [
+        f"run {r.pk} {r.handler_name} {r.event.key} {r.state} attempts={r.attempts} {r.error}"
+        for r in runs.select_related("event")
+    ]
+    lines.append(f"queue depth {queue_depth(sqs, url)}, DLQ depth {queue_depth(sqs, dlq)}")
+    for log, worker in started.items():
+        lines.append(f"--- {log.name} (exit {worker.poll()}):\n{log.read_text()[-4000:]}")
+    return "\n".join(lines)
 
 
 def stop(worker: subprocess.Popen, log: Path) -> str:
@@ -80,10 +108,15 @@ def stop(worker: subprocess.Popen, log: Path) -> str:
 
 
 def make_queues(sqs) -> tuple[str, str, str]:
-    """The queue S3 sends to, with a DLQ and a generous maxReceiveCount; its URL, ARN, DLQ."""
+    """The queue S3 sends to, with a DLQ and SQS's largest maxReceiveCount; its URL, ARN, DLQ.
+
+    The 2 s visibility caps the deferral backoff at 2 s, so an old worker releases a removal
+    event every ~3 s; on a loaded machine a worker may take a minute to start, and a smaller
+    limit could send an event to the DLQ before release 2's worker is up (a CI run saw that).
+    """
     dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
-    policy = {"maxReceiveCount": "50", "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"]}
+    policy = {"maxReceiveCount": "1000", "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"]}
     url = sqs.create_queue(
         QueueName=QUEUE,
         Attributes={"VisibilityTimeout": "2", "RedrivePolicy": json.dumps(policy)},
@@ -114,7 +147,7 @@ def upload_then_delete(s3, keys: list[str]) -> None:
 
 
 def test_rolling_deploy_every_event_reaches_the_newer_handler_once_and_old_workers_keep_running(
-    moto_endpoint, tmp_path
+    moto_endpoint, tmp_path, started
 ):
     s3, sqs = aws("s3", moto_endpoint), aws("sqs", moto_endpoint)
     s3.create_bucket(Bucket=BUCKET)
@@ -141,7 +174,7 @@ def test_rolling_deploy_every_event_reaches_the_newer_handler_once_and_old_worke
 
     # An old worker sees removal events it has no handler for.
     old_log = tmp_path / "v1-first.log"
-    old = start_worker(moto_endpoint, V1, url, old_log)
+    old = start_worker(moto_endpoint, V1, url, old_log, started)
     first = [f"uploads/first-{i}.txt" for i in range(5)]
     upload_then_delete(s3, first)
     wait_until(lambda: len(runs_per_key(RECORD_UPLOAD)) == 5, 180, "release 1 handling uploads")
@@ -151,21 +184,25 @@ def test_rolling_deploy_every_event_reaches_the_newer_handler_once_and_old_worke
 
     # Release 2's worker starts; an old worker restarts mid-deploy (and must come up).
     new_log = tmp_path / "v2.log"
-    new = start_worker(moto_endpoint, V2, url, new_log)
+    new = start_worker(moto_endpoint, V2, url, new_log, started)
     first_output = stop(old, old_log)
     restarted_log = tmp_path / "v1-restarted.log"
-    restarted = start_worker(moto_endpoint, V1, url, restarted_log)
+    restarted = start_worker(moto_endpoint, V1, url, restarted_log, started)
     second = [f"uploads/second-{i}.txt" for i in range(5)]
     upload_then_delete(s3, [*second, "archive/2/skipped.txt", "archive/old-prefix.txt"])
 
     every = first + second
-    wait_until(
-        lambda: runs_per_key(RECORD_REMOVED) == dict.fromkeys(every, 1),
-        300,
-        "every removal handled by release 2",
-        step=0.5,
-    )
-    wait_until(lambda: queue_depth(sqs, url) == 0, 180, "the queue drained")
+    try:
+        wait_until(
+            lambda: runs_per_key(RECORD_REMOVED) == dict.fromkeys(every, 1),
+            300,
+            "every removal handled by release 2",
+            step=0.5,
+        )
+        wait_until(lambda: queue_depth(sqs, url) == 0, 180, "the queue drained")
+    except AssertionError as failed:
+        counted = {h: runs_per_key(h) for h in (RECORD_UPLOAD, RECORD_REMOVED)}
+        raise AssertionError(f"{failed}; ran {counted}\n{diagnosis(started, sqs, url, dlq)}")
     assert old.returncode == 0 and restarted.poll() is None and new.poll() is None
     outputs = [first_output, stop(restarted, restarted_log), stop(new, new_log)]
 

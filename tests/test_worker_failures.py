@@ -44,6 +44,28 @@ def test_a_message_for_a_handler_this_process_lacks_is_released_soon_not_backed_
     assert time.monotonic() - began < 10  # 1 s release, not the 60 s failure backoff
 
 
+def test_a_message_deferred_again_and_again_backs_off_up_to_the_visibility_timeout():
+    # Every receive counts towards maxReceiveCount: while only old workers run during a deploy,
+    # releasing every 2 s would send a new handler's events to the DLQ within a minute.
+    sqs = MemorySQS()
+    url = make_queue(sqs)
+    send(sqs, url, "elsewhere")
+    released: list[int] = []
+    original = sqs.change_message_visibility_batch
+
+    def spy(QueueUrl: str, Entries: list[dict]) -> dict:
+        released.extend(e["VisibilityTimeout"] for e in Entries)
+        # make it visible again at once, so the test need not wait out the delays
+        return original(QueueUrl=QueueUrl, Entries=[{**e, "VisibilityTimeout": 0} for e in Entries])
+
+    sqs.change_message_visibility_batch = spy
+    process = Recorder(answers={"elsewhere": [Status.DEFERRED] * 6})
+    worker = consumer(sqs, process, defer_release=2, visibility_timeout=20, exit_when_idle=1)
+    final = worker.run()
+    assert final.deferred == 6 and final.handled == 1
+    assert released == [2, 4, 8, 16, 20, 20]
+
+
 class Outage:
     """A batch processor that finds the database down until `back()` (then handles)."""
 

@@ -135,9 +135,17 @@ class Acker:
             return self.options.outage_release
         if outcome.status == Status.DEFERRED:  # for a worker that has the handler
             self.stats.add("deferred")
-            return self.options.defer_release
+            return self._defer_after(message)
         self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
         return self._backoff(message, outcome)
+
+    def _defer_after(self, message: ReceivedMessage) -> int:
+        """A message left for another release: soon at first, then doubling up to the visibility
+        timeout, so a deploy whose old workers linger uses few of its receives (each counts
+        towards the queue's `maxReceiveCount`)."""
+        base = self.options.defer_release
+        cap = max(base, self.options.visibility_timeout)
+        return backoff_seconds(message.receive_count, base=base, cap=cap)
 
     def _backoff(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
         seconds = backoff_seconds(
