@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from s3tasks import signals
 from s3tasks.conf import get_settings
 from s3tasks.envelopes import MessageKind, parse_message
 from s3tasks.events import S3Event
 from s3tasks.exceptions import HandlerFailure, MalformedMessage
 from s3tasks.models import HandlerRun
-from s3tasks.processing.dispatch import dispatch_event
+from s3tasks.processing.dispatch import RunOutcome, dispatch_event
 from s3tasks.rules.registry import registry
 from s3tasks.rules.routing import Route
 
@@ -99,18 +96,17 @@ def run_task(event: S3Event, default_handler: str | None) -> TaskResult:
         )
     if name not in registry:
         return _configuration_failure(task_id, f"no registered handler named {name!r}")
-    with _capture() as captured:
-        try:
-            outcome = _dispatch(event, name)
-        except Exception as exc:  # the database itself failed: S3 should try again later
-            logger.exception("s3tasks: batch task %s could not be dispatched", task_id)
-            return TaskResult(task_id, TEMPORARY_FAILURE, _describe(exc))
-    if outcome.ok:
-        return TaskResult(task_id, SUCCEEDED, _success_string(outcome, captured))
-    exception = next(iter(captured.failures.values()), None)
+    try:
+        run = _dispatch(event, name)
+    except Exception as exc:  # the database itself failed: S3 should try again later
+        logger.exception("s3tasks: batch task %s could not be dispatched", task_id)
+        return TaskResult(task_id, TEMPORARY_FAILURE, _describe(exc))
+    if run.ok:
+        return TaskResult(task_id, SUCCEEDED, _success_string(run))
+    exception = run.exception  # None when the run was not attempted now (failed for good before)
     missing_as = get_settings().BATCH_TREAT_MISSING_KEYS_AS
-    code = result_code_for(exception, permanent=outcome.permanent, missing_as=missing_as)
-    text = _describe(exception) if exception is not None else outcome.error
+    code = result_code_for(exception, permanent=run.permanent, missing_as=missing_as)
+    text = _describe(exception) if exception is not None else run.error
     return TaskResult(task_id, code, _clip(text))
 
 
@@ -154,16 +150,18 @@ def is_missing_object(exception: BaseException) -> bool:
     return False
 
 
-def _dispatch(event: S3Event, handler_name: str) -> Any:
-
+def _dispatch(event: S3Event, handler_name: str) -> RunOutcome:
+    """Run the one handler of a task inline; its outcome holds what it returned or raised."""
     assert event.batch is not None
-    return dispatch_event(
+    outcome = dispatch_event(
         event,
         routes=[Route(handler_name=handler_name)],
         mode="inline",  # S3 waits for a result code: only an inline run can give one
         message_id=event.batch.invocation_id[:200],
         queue_name=f"batch-operations:{event.batch.job_id}",
     )
+    [run] = outcome.runs
+    return run
 
 
 def _configuration_failure(task_id: str, problem: str) -> TaskResult:
@@ -171,13 +169,11 @@ def _configuration_failure(task_id: str, problem: str) -> TaskResult:
     return TaskResult(task_id, PERMANENT_FAILURE, _clip(problem))
 
 
-def _success_string(outcome: Any, captured: _Captured) -> str:
-    if captured.results:
-        return _clip(_as_text(next(iter(captured.results.values()))))
+def _success_string(run: RunOutcome) -> str:
+    if not run.skipped:
+        return _clip(_as_text(run.result))
     # Skipped: the run already succeeded on an earlier delivery; report what it returned then.
-
-    run_ids = [run.run_id for run in outcome.runs if run.run_id is not None]
-    summary = HandlerRun.objects.filter(pk__in=run_ids).values_list("result_summary", flat=True)
+    summary = HandlerRun.objects.filter(pk=run.run_id).values_list("result_summary", flat=True)
     return _clip(next(iter(summary), "") or "")
 
 
@@ -199,43 +195,3 @@ def _describe(exception: BaseException) -> str:
 
 def _clip(text: str) -> str:
     return text if len(text) <= RESULT_STRING_LIMIT else text[: RESULT_STRING_LIMIT - 1] + "…"
-
-
-# --- what the handler returned or raised, heard through the lifecycle signals ----------------
-
-
-class _Captured:
-    def __init__(self) -> None:
-        self.results: dict[int, Any] = {}
-        self.failures: dict[int, BaseException] = {}
-
-
-_local = threading.local()
-
-
-@contextmanager
-def _capture() -> Iterator[_Captured]:
-    """Collect `run_succeeded`/`run_failed` of runs executed by this thread meanwhile."""
-    captured = _Captured()
-    previous = getattr(_local, "captured", None)
-    _local.captured = captured
-    try:
-        yield captured
-    finally:
-        _local.captured = previous
-
-
-def _on_run_succeeded(sender: Any, run: Any, result: Any = None, **kwargs: Any) -> None:
-    captured = getattr(_local, "captured", None)
-    if captured is not None:
-        captured.results[run.pk] = result
-
-
-def _on_run_failed(sender: Any, run: Any, exception: BaseException, **kwargs: Any) -> None:
-    captured = getattr(_local, "captured", None)
-    if captured is not None:
-        captured.failures[run.pk] = exception
-
-
-signals.run_succeeded.connect(_on_run_succeeded, dispatch_uid="s3tasks-batch-operations-ok")
-signals.run_failed.connect(_on_run_failed, dispatch_uid="s3tasks-batch-operations-failed")

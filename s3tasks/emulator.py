@@ -9,6 +9,7 @@ it accepts any credentials.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -17,12 +18,25 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from s3tasks.exceptions import ImproperlyInstalled
+
+# What `python -m moto.server` imports beyond moto itself (moto's `server` extra), by the
+# module name to look for and the name pip installs it under.
+SERVER_MODULES = {"moto": "moto", "flask": "flask", "flask_cors": "flask-cors"}
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def require_moto_server() -> None:
+    """Raise `ImproperlyInstalled` naming the `demo` extra unless moto's server can start."""
+    for module, package in SERVER_MODULES.items():
+        if importlib.util.find_spec(module) is None:
+            raise ImproperlyInstalled(package, "demo", "the local AWS emulator (moto's server)")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -43,6 +57,7 @@ class LocalEmulator:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> LocalEmulator:
+        require_moto_server()
         output = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],

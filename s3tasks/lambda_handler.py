@@ -28,7 +28,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from s3tasks.exceptions import S3TasksError
+# HandlersFailed and UnidentifiedRecords live in s3tasks.exceptions; importable here too.
+from s3tasks.exceptions import HandlersFailed, UnidentifiedRecords
 
 if TYPE_CHECKING:
     from s3tasks.envelopes import SqsRecord
@@ -283,14 +284,6 @@ def _trigger_kind_or_record(event: Any, context: Any) -> str:
         except Exception:
             logger.exception("s3tasks: could not record the refused invocation")
         raise
-
-
-class HandlersFailed(S3TasksError, RuntimeError):
-    """Raised for an asynchronous trigger whose handlers failed, so Lambda retries the event."""
-
-
-class UnidentifiedRecords(S3TasksError, RuntimeError):
-    """Raised when SQS records carry no messageId: only failing the whole batch keeps them."""
 
 
 def _request_id(context: Any) -> str:

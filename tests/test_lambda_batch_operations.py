@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from lambda_app.handlers import CALLS
 from payload_files import load_payload
 
+from s3tasks import signals
 from s3tasks.batch_jobs import is_missing_object, result_code_for
 from s3tasks.exceptions import PermanentFailure, TemporaryFailure
 from s3tasks.lambda_handler import handler
@@ -97,6 +98,32 @@ def test_each_task_gets_the_code_its_handler_asked_for() -> None:
     assert strings["task-1"] == "TemporaryFailure: throttled, try again"
     assert strings["task-2"] == "PermanentFailure: not an image"
     assert strings["task-4"] == "ValueError: unexpected"
+
+
+def test_results_and_exceptions_reach_the_response_through_the_outcome_not_signals(
+    monkeypatch,
+) -> None:
+    # With every s3tasks signal silenced, the response can only come from the run outcomes.
+    for signal in (
+        signals.event_received,
+        signals.run_started,
+        signals.run_succeeded,
+        signals.run_failed,
+    ):
+        monkeypatch.setattr(signal, "send", lambda *args, **kwargs: [])
+    invocation = job_2_0("ok.jpg", "permanent.jpg", "missing.jpg", note="x" * 3000)
+
+    response = handler(invocation, None)
+
+    results = {r["taskId"]: (r["resultCode"], r["resultString"]) for r in response["results"]}
+    # the returned value itself, clipped at 1,024: the stored summary keeps only 1,000 characters
+    assert results["task-0"][0] == "Succeeded" and len(results["task-0"][1]) == 1024
+    assert results["task-1"] == ("PermanentFailure", "PermanentFailure: not an image")
+    # a vanished object is recognised from the exception object, not from the error text
+    assert results["task-2"] == (
+        "PermanentFailure",
+        "FileNotFoundError: s3://acme-media/missing.jpg",
+    )
 
 
 def test_missing_objects_get_the_configured_treat_missing_keys_as(settings) -> None:

@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from s3tasks.exceptions import S3TasksError
+from s3tasks.exceptions import UnknownTarget
 from s3tasks.models import OutboxKind, OutboxMessage, Queue, Topic
 from s3tasks.text import ERROR_LIMIT, truncate
 
@@ -52,10 +52,6 @@ CLAIM_BATCH = 10  # entries claimed per pass (then sent one by one)
 _resolved: dict[tuple[str, ...], str] = {}
 _local = threading.local()
 _client_config: list[Any] = []  # the relay's botocore Config, built on first use
-
-
-class UnknownTarget(S3TasksError, LookupError):
-    """A follow-up command names a queue or topic that neither the models nor AWS know."""
 
 
 # --- triggers -----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import logging
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -65,6 +66,9 @@ class RunOutcome:
     good (deliveries never run it again); `deferred`: this process does not have the handler,
     so the run is left untouched for one that does; `unavailable`: the broker could not be
     reached, so nothing was handed off.
+
+    When the handler ran in this call (inline), `result` is what it returned and `exception`
+    what it raised; both stay in memory (the run row keeps only their text).
     """
 
     handler_name: str
@@ -75,6 +79,8 @@ class RunOutcome:
     permanent: bool = False
     deferred: bool = False
     unavailable: bool = False
+    result: Any = field(default=None, compare=False, repr=False)
+    exception: BaseException | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -217,6 +223,8 @@ def _outcome(attempt: Attempt) -> RunOutcome:
         run.state,
         error=run.error if attempt.exception is not None else "",
         permanent=attempt.permanent,
+        result=attempt.result,
+        exception=attempt.exception,
     )
 
 

@@ -32,7 +32,7 @@ from django.utils import timezone
 from s3tasks import signals
 from s3tasks.conf import get_settings
 from s3tasks.events import S3Event
-from s3tasks.exceptions import HandlerFailure, S3TasksError
+from s3tasks.exceptions import HandlerFailure, SwallowedDatabaseError, UndeclaredDatabaseUse
 from s3tasks.followups.commands import is_command_list, submit_all
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.outages import describe, is_unavailable
@@ -192,14 +192,6 @@ def _call_without_database(handler: Handler, event: S3Event) -> Any:
     if refuse.refused:  # even if the handler caught it
         raise UndeclaredDatabaseUse(refuse.message)
     return result
-
-
-class SwallowedDatabaseError(S3TasksError, RuntimeError):
-    """A handler caught a database error and carried on; Django rolls its writes back."""
-
-
-class UndeclaredDatabaseUse(S3TasksError, RuntimeError):
-    """A handler declared `uses_database=False` sent SQL; nothing was sent."""
 
 
 class _RefuseSQL:

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import close_old_connections, router
 
 from s3tasks.conf import get_settings
+from s3tasks.exceptions import QueueSelectionError
 from s3tasks.followups.outbox import relay_outbox
 from s3tasks.models import HandlerRun, Queue
 from s3tasks.ops.recovery import recover_stuck_runs
@@ -24,10 +25,6 @@ from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
 
 logger = logging.getLogger("s3tasks.worker")
-
-
-class QueueSelectionError(Exception):
-    """No queue to consume, or one that cannot be found; the message says what to do."""
 
 
 def configured_queue_names() -> list[str]:
