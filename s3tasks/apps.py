@@ -6,11 +6,12 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_migrate, post_save
+from django.utils.translation import gettext_lazy as _
 
 
 class S3TasksConfig(AppConfig):
     name = "s3tasks"
-    verbose_name = "S3 tasks"
+    verbose_name = _("S3 tasks")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -9,7 +9,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from s3tasks.conf import build_settings, get_settings
-from s3tasks.models import HandlerBinding, HandlerRun
+from s3tasks.models import HandlerBinding, HandlerRun, NotificationRule
 from s3tasks.provisioning.rule_entries import rule_filter_entries
 from s3tasks.rules.filters import FilterEntry, find_clashes, prefixes_overlap
 from s3tasks.rules.registry import default_registry
@@ -98,11 +98,27 @@ def check_code_binding_overlaps(
     ]
 
 
+def rules_database() -> str:
+    """The database the rules are read from (settings only: no query)."""
+    from django.db import router
+
+    return router.db_for_read(NotificationRule)
+
+
 @checks.register("s3tasks", checks.Tags.database)
-def check_rule_overlaps(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Rules in the database that S3 would reject (runs with `check --database default`)."""
+def check_rule_overlaps(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Rules in the database that S3 would reject, and bindings to unknown handlers.
+
+    Like Django's own database checks it queries only when asked to check the database the
+    rules live in (`check --database default`, `migrate`, a starting `sqs_worker`); commands
+    that pass no `databases` get no query.
+    """
     from django.db import DatabaseError
 
+    if not databases or rules_database() not in databases:
+        return []
     try:
         return _database_rule_messages()
     except DatabaseError:

@@ -16,14 +16,15 @@ _lock = threading.Lock()
 
 
 def storage_options(bucket: str) -> dict[str, Any]:
-    """`S3Storage` options for `bucket`: endpoint/region from S3TASKS (else `AWS_S3_*`),
-    SigV4 with path-style addressing, then `S3TASKS["STORAGE_OPTIONS"]` on top."""
+    """`S3Storage` options for `bucket`: `S3TASKS["REGION"]` (always set: it has a default),
+    the endpoint from S3TASKS (else `AWS_S3_ENDPOINT_URL`), SigV4 with path-style addressing,
+    then `S3TASKS["STORAGE_OPTIONS"]` on top."""
     from s3tasks.conf import get_settings
 
     conf = get_settings()
     options: dict[str, Any] = {
         "bucket_name": bucket,
-        "region_name": conf.REGION or getattr(django_settings, "AWS_S3_REGION_NAME", None),
+        "region_name": conf.REGION,
         "signature_version": getattr(django_settings, "AWS_S3_SIGNATURE_VERSION", None) or "s3v4",
         "addressing_style": getattr(django_settings, "AWS_S3_ADDRESSING_STYLE", None) or "path",
         "file_overwrite": True,

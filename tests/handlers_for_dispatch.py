@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from celery import shared_task
+from django.db import connection
 from django.db.models import F
 
 from project.demo.models import ImportedFile
@@ -40,10 +41,36 @@ def count(event: S3Event) -> dict:
     return {"counted": event.key}
 
 
+# What each `slow_count` run saw while holding its run: True when a racing dispatcher was
+# waiting on a lock of ours (PostgreSQL), so race tests can assert the overlap really happened.
+RIVALS_SEEN: list[bool] = []
+HOLD_FOR_RIVAL = 5.0  # seconds a run waits at most for a rival to block on it
+
+
+def wait_for_blocked_rival(timeout: float) -> bool:
+    """Hold our transaction until another session of this database waits on a lock (True), or
+    `timeout` passes (False). PostgreSQL only; elsewhere just hold for `timeout` (False)."""
+    if connection.vendor != "postgresql":
+        time.sleep(timeout)
+        return False
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # else cached per transaction
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.01)
+    return False
+
+
 @s3_handler(name="tests.dispatch.slow_count")
 def slow_count(event: S3Event) -> str:
     count_run(RUNS_BUCKET, event.key)
-    time.sleep(0.3)  # long enough for a racing dispatcher to arrive while we hold the run
+    RIVALS_SEEN.append(wait_for_blocked_rival(HOLD_FOR_RIVAL))
     return "slow"
 
 

@@ -91,7 +91,6 @@ def rule_post(bucket: Bucket, handler: str, **fields) -> dict:
         "bindings-MAX_NUM_FORMS": "1000",
         "bindings-0-handler_name": handler,
         "bindings-0-access": "read",
-        "bindings-0-options": "{}",
         "bindings-0-enabled": "on",
     }
     data.update(fields)
@@ -188,7 +187,7 @@ def test_disable_and_enable_actions_update_rules_and_bump_the_version(
     before = RulesVersion.current()
     with django_capture_on_commit_callbacks(execute=True):
         response = run_action(admin_client, "disable_rules", [rule])
-    assert "Disabled 1 rule(s)." in response.content.decode()
+    assert "Disabled 1 rule." in response.content.decode()
     rule.refresh_from_db()
     assert rule.enabled is False
     assert RulesVersion.current() > before
@@ -196,6 +195,18 @@ def test_disable_and_enable_actions_update_rules_and_bump_the_version(
         run_action(admin_client, "enable_rules", [rule])
     rule.refresh_from_db()
     assert rule.enabled is True
+
+
+def test_toggle_messages_count_two_rules_in_the_plural(admin_client):
+    first = admin_rule()
+    second = NotificationRule.objects.create(
+        name="previews", bucket=first.bucket, events=["s3:ObjectCreated:*"], prefix="small/"
+    )
+    html = run_action(admin_client, "disable_rules", [first, second]).content.decode()
+    assert "Disabled 2 rules." in html
+    html = run_action(admin_client, "enable_rules", [first, second]).content.decode()
+    assert "Enabled 2 rules." in html
+    assert "Enabled 1 rule." in run_action(admin_client, "enable_rules", [first]).content.decode()
 
 
 def test_view_only_staff_cannot_toggle_rules_or_add_them(staff_client):
@@ -224,10 +235,22 @@ def test_which_handlers_lists_matching_handlers_and_why_other_rules_did_not_matc
         {"bucket": DEMO_BUCKET, "key": "incoming/a b.csv", "event_name": "ObjectCreated:Put"},
     )
     page = response.content.decode()
-    assert "1 handler(s) would run" in page
+    assert "1 handler would run for s3:ObjectCreated:Put" in page
     routed = page.split('id="routed-handlers"')[1].split("</ul>")[0]
     assert IMPORT_CSV in routed and FORGET_CSV not in routed
     assert "event ObjectCreated:Put is not one of ObjectRemoved:*" in page
+
+
+def test_which_handlers_counts_two_handlers_in_the_plural(admin_client):
+    rule = admin_rule()
+    HandlerBinding.objects.create(rule=rule, handler_name=FORGET_CSV)
+    response = admin_client.get(
+        reverse("admin:s3tasks_which_handlers"),
+        {"bucket": "photos", "key": "raw/cat.png", "event_name": "ObjectCreated:Put"},
+    )
+    assert "2 handlers would run for s3:ObjectCreated:Put on s3://photos/raw/cat.png" in (
+        response.content.decode()
+    )
 
 
 def test_which_handlers_explains_prefix_suffix_and_disabled_rules(admin_client):

@@ -86,19 +86,28 @@ def test_overlapping_rules_are_reported_instead_of_a_plan(admin_client, photos):
     assert "admin-sync-photos" not in bucket_names()
 
 
-def test_sync_needs_change_permission_on_buckets_and_rules(client, django_user_model, photos):
+def test_sync_needs_the_sync_to_aws_permission_not_edit_permissions(
+    client, django_user_model, photos
+):
     user = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
-    for codename in ("view_bucket", "change_bucket"):
+    for codename in ("view_bucket", "change_bucket", "change_notificationrule"):
         user.user_permissions.add(Permission.objects.get(codename=codename))
     client.force_login(user)
     page = client.get(reverse("admin:s3tasks_bucket_changelist")).content.decode()
     assert "sync_to_aws" not in page
     sync_action(client, [photos], post="yes")
     assert "admin-sync-photos" not in bucket_names()
-    user.user_permissions.add(Permission.objects.get(codename="change_notificationrule"))
-    client.force_login(django_user_model.objects.get(pk=user.pk))
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    for codename in ("view_bucket", "sync_to_aws"):
+        viewer.user_permissions.add(Permission.objects.get(codename=codename))
+    client.force_login(viewer)
     page = client.get(reverse("admin:s3tasks_bucket_changelist")).content.decode()
     assert "sync_to_aws" in page
+    change = client.get(reverse("admin:s3tasks_bucket_change", args=[photos.pk])).content
+    assert b'name="_save"' not in change  # the bucket itself stays read-only
+    sync_action(client, [photos], post="yes")
+    assert "admin-sync-photos" in bucket_names()
 
 
 FOREIGN_STATEMENT = {

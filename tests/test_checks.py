@@ -79,10 +79,31 @@ def test_overlapping_database_rules_are_errors_and_unknown_handlers_warnings(tem
     )
     HandlerBinding.objects.create(rule=rule, handler_name="t.known")
     HandlerBinding.objects.create(rule=rule, handler_name="t.unknown")
-    messages = checks.check_rule_overlaps()
+    messages = checks.check_rule_overlaps(databases=["default"])
     assert sorted(ids(messages)) == ["s3tasks.E002", "s3tasks.W004"]
     (unknown,) = [m for m in messages if m.id == "s3tasks.W004"]
     assert isinstance(unknown, CheckWarning) and "'t.unknown'" in unknown.msg
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("databases", [None, [], ["other"]])
+def test_rule_checks_query_only_when_asked_to_check_the_rules_database(
+    databases, django_assert_num_queries
+):
+    rule = NotificationRule.objects.create(
+        bucket=Bucket.objects.create(name="unchecked"), events=["s3:ObjectCreated:*"]
+    )
+    HandlerBinding.objects.create(rule=rule, handler_name="t.nobody.registers.this")
+    with django_assert_num_queries(0):
+        assert checks.check_rule_overlaps(databases=databases) == []
+    assert ids(checks.check_rule_overlaps(databases=["default"])) == ["s3tasks.W004"]
+
+
+def test_the_worker_command_opts_into_the_rule_checks():
+    """So W004 (a binding to a handler this release lacks) is printed when a worker starts."""
+    from s3tasks.management.commands.sqs_worker import Command
+
+    assert Command().get_check_kwargs({})["databases"] == ["default"]
 
 
 @pytest.mark.django_db

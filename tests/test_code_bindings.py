@@ -88,7 +88,7 @@ def test_changed_prefix_updates_the_rule_in_place_and_keeps_what_the_admin_set(
     sync_code_bindings(release({"bucket": "photos", "prefix": "raw/"}))
     rule = NotificationRule.objects.get(bucket__name="photos")
     NotificationRule.objects.filter(pk=rule.pk).update(enabled=False)  # the admin's Disable
-    HandlerBinding.objects.filter(rule=rule).update(options={"size": 128}, enabled=False)
+    HandlerBinding.objects.filter(rule=rule).update(enabled=False)
 
     result = sync_code_bindings(
         release({"bucket": "photos", "prefix": "incoming/", "queue": "photo-events"})
@@ -100,7 +100,7 @@ def test_changed_prefix_updates_the_rule_in_place_and_keeps_what_the_admin_set(
     assert updated.prefix == "incoming/" and updated.queue.name == "photo-events"
     assert updated.enabled is False  # disabled in the admin: stays disabled
     binding = updated.bindings.get()
-    assert binding.options == {"size": 128} and binding.enabled is False
+    assert binding.enabled is False
 
 
 def test_changed_celery_queue_and_access_update_only_the_binding():

@@ -18,9 +18,9 @@ from s3tasks.checks import check_sqlite_for_celery
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.ops.recovery import find_stuck_runs, recover_stuck_runs
 from s3tasks.processing.dispatch import dispatch_event
+from tests.factories import make_event, routes
 from tests.handlers_for_dispatch import RUNS_BUCKET, runs_of
-from tests.test_dispatch import make_event, routes
-from tests.test_worker_loop import Recorder, consumer, make_queue
+from tests.worker_support import Recorder, consumer, make_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +143,7 @@ def test_admin_recover_action_reports_the_truth(admin_client):
     )
     html = response.content.decode()
     assert (
-        "1 stuck run(s) re-sent to Celery" in html
+        "1 stuck run re-sent to Celery" in html
         and "1 not stuck (finished or in time), left alone" in html
     )
     assert HandlerRun.objects.get(pk=stuck.pk).state == RunState.SUCCEEDED
@@ -156,14 +156,20 @@ def test_the_worker_timer_runs_recovery_while_the_database_is_up():
     sqs = MemorySQS()
     make_queue(sqs)
     calls = []
+    three = threading.Event()
+
+    def recover() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            three.set()
+
     worker = consumer(sqs, Recorder(), exit_when_idle=None, recovery_interval=0.1)
-    worker._recover = lambda: calls.append(time.monotonic())
+    worker._recover = recover
     runner = threading.Thread(target=worker.run)
     runner.start()
-    time.sleep(0.6)
+    assert three.wait(10), "the recovery timer did not fire three times"
     worker.stop()
     runner.join(5)
-    assert len(calls) >= 3
 
 
 def test_celery_mode_on_sqlite_without_busy_timeout_and_immediate_is_warned(settings):

@@ -58,14 +58,11 @@ def test_handler_matched_by_two_rules_runs_once(media):
     assert names(route(event("a/b/c"))) == ["same"]
 
 
-def test_route_carries_binding_options(media):
+def test_route_names_its_rule_binding_and_celery_queue(media):
     rule = NotificationRule.objects.create(bucket=media, events=["s3:ObjectCreated:*"])
-    binding = HandlerBinding.objects.create(
-        rule=rule, handler_name="h", celery_queue="heavy", options={"size": 3}
-    )
+    binding = HandlerBinding.objects.create(rule=rule, handler_name="h", celery_queue="heavy")
     (found,) = route(event("k"))
     assert found == Route("h", rule.pk, binding.pk, "heavy")
-    assert found.options == {"size": 3}
 
 
 def test_local_edit_is_seen_immediately(media):

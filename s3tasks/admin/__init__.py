@@ -1,9 +1,7 @@
 """The s3tasks admin: configuration (config), history (history), and their custom pages.
 
-Importing the submodules registers their ModelAdmins with the default admin site.
+Each submodule registers its ModelAdmins with `@admin.register`, as any app's admin.py does;
+Django's admin autodiscovery imports this package.
 """
 
 from s3tasks.admin import config, history  # noqa: F401
-from s3tasks.admin.optional import register_optional_models
-
-register_optional_models()

@@ -9,10 +9,12 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import path
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from s3tasks.admin.forms import HandlerBindingForm
 from s3tasks.admin.history import ReadOnlyAdmin
-from s3tasks.admin.sync import sync_buckets_action
+from s3tasks.admin.sync import can_sync_to_aws, sync_buckets_action
 from s3tasks.admin.views import which_handlers_view
 from s3tasks.models import (
     Bucket,
@@ -53,11 +55,11 @@ class SyncedResourceAdmin(admin.ModelAdmin):
 
     readonly_fields = SYNC_FIELDS
 
-    @admin.display(description="sync status", ordering="last_sync_status")
+    @admin.display(description=_("sync status"), ordering="last_sync_status")
     def sync_status(self, obj: Any) -> str:
         return status_badge(obj)
 
-    @admin.display(description="last sync error")
+    @admin.display(description=_("last sync error"))
     def last_error(self, obj: Any) -> str:
         return short(obj.last_sync_error) or "—"
 
@@ -77,22 +79,22 @@ class BucketAdmin(SyncedResourceAdmin):
     actions = ["sync_to_aws"]
     fieldsets = (
         (None, {"fields": ("name", "region", "manage_notifications", "create_if_missing")}),
-        ("Optional features", {"fields": ("eventbridge_enabled", "cors_rules")}),
-        ("Sync", {"fields": SYNC_FIELDS}),
+        (_("Optional features"), {"fields": ("eventbridge_enabled", "cors_rules")}),
+        (_("Sync"), {"fields": SYNC_FIELDS}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(rule_total=Count("rules"))
 
-    @admin.display(description="rules", ordering="rule_total")
+    @admin.display(description=_("rules"), ordering="rule_total")
     def rule_count(self, obj: Bucket) -> int:
         return obj.rule_total
 
     def has_sync_permission(self, request: HttpRequest) -> bool:
-        """Sync writes bucket notification config: it needs both config permissions."""
-        return request.user.has_perms(["s3tasks.change_bucket", "s3tasks.change_notificationrule"])
+        """Sync changes AWS: `s3tasks.sync_to_aws`, which no edit permission implies."""
+        return can_sync_to_aws(request)
 
-    @admin.action(description="Sync to AWS (shows the plan first)", permissions=["sync"])
+    @admin.action(description=_("Sync to AWS (shows the plan first)"), permissions=["sync"])
     def sync_to_aws(self, request: HttpRequest, queryset: QuerySet) -> Any:
         return sync_buckets_action(self, request, queryset)
 
@@ -144,7 +146,7 @@ class HandlerBindingInline(admin.TabularInline):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if self._from_code(obj):
-            return ("handler_name", "celery_queue", "access", "options", "enabled")
+            return ("handler_name", "celery_queue", "access", "enabled")
         return ()
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -199,17 +201,17 @@ class NotificationRuleAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    @admin.display(description="events")
+    @admin.display(description=_("events"))
     def event_list(self, obj: NotificationRule) -> str:
         return ", ".join(str(e) for e in obj.events)
 
-    @admin.display(description="destination")
+    @admin.display(description=_("destination"))
     def destination(self, obj: NotificationRule) -> str:
         if obj.topic_id:
             return f"SNS {obj.topic}"
-        return f"SQS {obj.queue}" if obj.queue_id else "SQS (default queue)"
+        return f"SQS {obj.queue}" if obj.queue_id else gettext("SQS (default queue)")
 
-    @admin.display(description="handlers")
+    @admin.display(description=_("handlers"))
     def handler_list(self, obj: NotificationRule) -> str:
         bindings = list(obj.bindings.all())
         if not bindings:
@@ -223,22 +225,26 @@ class NotificationRuleAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.display(description="declared")
+    @admin.display(description=_("declared"))
     def origin(self, obj: NotificationRule) -> str:
-        if obj.declared_in_code:
-            return f"in code: {obj.code_location}" if obj.code_location else "in code"
-        return "in the admin"
+        if not obj.declared_in_code:
+            return gettext("in the admin")
+        if obj.code_location:
+            return gettext("in code: %(location)s") % {"location": obj.code_location}
+        return gettext("in code")
 
-    @admin.action(description="Enable selected rules", permissions=["change"])
+    @admin.action(description=_("Enable selected rules"), permissions=["change"])
     def enable_rules(self, request: HttpRequest, queryset: QuerySet) -> None:
         # queryset.update() (ConfigQuerySet) bumps the rules version: workers reload.
         count = queryset.update(enabled=True)
-        self.message_user(request, f"Enabled {count} rule(s).", messages.SUCCESS)
+        message = ngettext("Enabled %(count)d rule.", "Enabled %(count)d rules.", count)
+        self.message_user(request, message % {"count": count}, messages.SUCCESS)
 
-    @admin.action(description="Disable selected rules", permissions=["change"])
+    @admin.action(description=_("Disable selected rules"), permissions=["change"])
     def disable_rules(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.update(enabled=False)
-        self.message_user(request, f"Disabled {count} rule(s).", messages.SUCCESS)
+        message = ngettext("Disabled %(count)d rule.", "Disabled %(count)d rules.", count)
+        self.message_user(request, message % {"count": count}, messages.SUCCESS)
 
     def get_urls(self) -> list:
         custom = [

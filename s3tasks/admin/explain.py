@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.utils.translation import gettext as _
+
 from s3tasks.events import EventSource, S3Event
 from s3tasks.models import NotificationRule
 from s3tasks.rules.filters import event_matches, normalize_event_pattern
@@ -43,13 +45,17 @@ def rule_mismatch_reasons(
     try:
         normalized = [normalize_event_pattern(str(p)) for p in patterns]
     except ValueError as exc:
-        return [f"the rule has an invalid event pattern: {exc}"]
+        return [_("the rule has an invalid event pattern: %(error)s") % {"error": exc}]
     if not any(event_matches(p, event_name) for p in normalized):
-        reasons.append(f"event {event_name} is not one of {', '.join(normalized) or 'none'}")
+        patterns_text = ", ".join(normalized) or _("none")
+        reasons.append(
+            _("event %(event)s is not one of %(patterns)s")
+            % {"event": event_name, "patterns": patterns_text}
+        )
     if not key.startswith(prefix):
-        reasons.append(f"key does not start with {prefix!r}")
+        reasons.append(_("key does not start with %(prefix)r") % {"prefix": prefix})
     if not key.endswith(suffix):
-        reasons.append(f"key does not end with {suffix!r}")
+        reasons.append(_("key does not end with %(suffix)r") % {"suffix": suffix})
     return reasons
 
 
@@ -66,9 +72,9 @@ def explain_routing(bucket: str, key: str, event_name: str) -> RoutingExplanatio
         bindings = list(rule.bindings.all())
         enabled = [b.handler_name for b in bindings if b.enabled]
         if not rule.enabled:
-            reasons.append("the rule is disabled")
+            reasons.append(_("the rule is disabled"))
         elif not enabled:
-            reasons.append("the rule has no enabled handler binding")
+            reasons.append(_("the rule has no enabled handler binding"))
         verdicts.append(
             RuleVerdict(rule.pk, str(rule), not reasons, tuple(reasons), tuple(enabled))
         )

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from s3tasks.models import Bucket, HandlerBinding
 from s3tasks.rules.filters import S3_EVENT_TYPES
@@ -20,7 +23,8 @@ def handler_choices(current: str = "") -> list[tuple[str, str]]:
     names = registry.names()
     choices = [("", "---------")] + [(n, n) for n in names]
     if current and current not in names:
-        choices.append((current, f"{current} (not registered)"))
+        label = gettext("%(handler)s (not registered)") % {"handler": current}
+        choices.append((current, label))
     return choices
 
 
@@ -29,7 +33,7 @@ class HandlerBindingForm(forms.ModelForm):
 
     class Meta:
         model = HandlerBinding
-        fields = ["handler_name", "celery_queue", "access", "options", "enabled"]
+        fields = ["handler_name", "celery_queue", "access", "enabled"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -37,17 +41,24 @@ class HandlerBindingForm(forms.ModelForm):
             return
         current = self.instance.handler_name if self.instance and self.instance.pk else ""
         self.fields["handler_name"] = forms.ChoiceField(
+            label=capfirst(HandlerBinding._meta.get_field("handler_name").verbose_name),
             choices=handler_choices(current),
-            help_text="Handlers registered with @on_s3_event or @s3_handler.",
+            help_text=_("Handlers registered with @on_s3_event or @s3_handler."),
         )
 
 
 class HypotheticalEventForm(forms.Form):
     """Bucket + key + event name: the minimum that routing looks at."""
 
-    bucket = forms.CharField(max_length=63)
-    key = forms.CharField(max_length=1024, help_text="The object key, as stored (not URL-encoded).")
-    event_name = forms.ChoiceField(choices=EVENT_NAME_CHOICES, initial="ObjectCreated:Put")
+    bucket = forms.CharField(label=_("Bucket"), max_length=63)
+    key = forms.CharField(
+        label=_("Key"),
+        max_length=1024,
+        help_text=_("The object key, as stored (not URL-encoded)."),
+    )
+    event_name = forms.ChoiceField(
+        label=_("Event name"), choices=EVENT_NAME_CHOICES, initial="ObjectCreated:Put"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,9 +71,16 @@ class HypotheticalEventForm(forms.Form):
 class TestEventForm(HypotheticalEventForm):
     """A hypothetical event that is actually dispatched."""
 
-    size = forms.IntegerField(required=False, min_value=0, help_text="Optional object size.")
+    size = forms.IntegerField(
+        label=_("Size"), required=False, min_value=0, help_text=_("Optional object size.")
+    )
     mode = forms.ChoiceField(
-        choices=[("", "Default (S3TASKS['DISPATCH'])"), ("inline", "Inline"), ("celery", "Celery")],
+        label=_("Mode"),
+        choices=[
+            ("", _("Default (S3TASKS['DISPATCH'])")),
+            ("inline", _("Inline")),
+            ("celery", _("Celery")),
+        ],
         required=False,
-        help_text="Inline runs the handlers in this web request and shows their result.",
+        help_text=_("Inline runs the handlers in this web request and shows their result."),
     )

@@ -1,5 +1,6 @@
-"""Admin for what happened: events, handler runs, follow-up commands. View-only by design:
-history is evidence, so nobody edits or adds it; the only writes are retries."""
+"""Admin for what happened: events, handler runs, follow-up commands, malformed messages.
+View-only by design: history is evidence, so nobody edits or adds it; the only writes are
+retries and recoveries."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext, ngettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from s3tasks.admin.views import can_run_handlers, send_test_event_view
-from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
+from s3tasks.models import EventRecord, HandlerRun, MessageFailure, OutboxMessage, RunState
 from s3tasks.ops.recovery import RecoveryReport, drive_runs
 from s3tasks.processing.dispatch import retry_run
 
@@ -28,6 +31,11 @@ STATE_COLOURS = {
 
 def pre(text: str) -> str:
     return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', text) if text else "—"
+
+
+def first_line(text: str, limit: int = 100) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0][:limit] if stripped else "—"
 
 
 def pretty_json(value: Any) -> str:
@@ -61,7 +69,7 @@ class HandlerRunInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="state")
+    @admin.display(description=_("state"))
     def state_badge(self, run: HandlerRun) -> str:
         return state_badge(run)
 
@@ -84,9 +92,9 @@ class EventRecordAdmin(ReadOnlyAdmin):
     change_list_template = "admin/s3tasks/eventrecord/change_list.html"
     fieldsets = (
         (None, {"fields": ("event_name", "bucket", "key", "source", "size", "etag")}),
-        ("Identity", {"fields": ("dedup_key", "version_id", "sequencer", "region")}),
-        ("Delivery", {"fields": ("event_time", "received_at", "message_id", "queue_name")}),
-        ("Payload", {"fields": ("pretty_payload",)}),
+        (_("Identity"), {"fields": ("dedup_key", "version_id", "sequencer", "region")}),
+        (_("Delivery"), {"fields": ("event_time", "received_at", "message_id", "queue_name")}),
+        (_("Payload"), {"fields": ("pretty_payload",)}),
     )
     readonly_fields = (
         "event_name",
@@ -109,11 +117,11 @@ class EventRecordAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("runs")
 
-    @admin.display(description="runs")
+    @admin.display(description=_("runs"))
     def run_states(self, record: EventRecord) -> str:
         runs = list(record.runs.all())
         if not runs:
-            return "no handler"
+            return gettext("no handler")
         return format_html(
             " ".join(["{}"] * len(runs)),
             *(
@@ -122,7 +130,7 @@ class EventRecordAdmin(ReadOnlyAdmin):
             ),
         )
 
-    @admin.display(description="payload (normalized event and raw record)")
+    @admin.display(description=_("payload (normalized event and raw record)"))
     def pretty_payload(self, record: EventRecord) -> str:
         return pretty_json(record.payload)
 
@@ -139,6 +147,49 @@ class EventRecordAdmin(ReadOnlyAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
         extra = {**(extra_context or {}), "can_send_test_event": can_run_handlers(request)}
         return super().changelist_view(request, extra)
+
+
+# What the recover action did, by verdict of `drive_runs`; `count` picks the plural form.
+RECOVERY_VERDICTS = (
+    (
+        "resent",
+        ngettext_lazy(
+            "%(count)d stuck run re-sent to Celery",
+            "%(count)d stuck runs re-sent to Celery",
+            "count",
+        ),
+    ),
+    (
+        "ran",
+        ngettext_lazy("%(count)d stuck run ran again", "%(count)d stuck runs ran again", "count"),
+    ),
+    (
+        "left_alone",
+        ngettext_lazy(
+            "%(count)d not stuck (finished or in time), left alone",
+            "%(count)d not stuck (finished or in time), left alone",
+            "count",
+        ),
+    ),
+    (
+        "no_handler",
+        ngettext_lazy(
+            "%(count)d needs a handler this server lacks",
+            "%(count)d need a handler this server lacks",
+            "count",
+        ),
+    ),
+)
+
+
+def recovery_summary(report: RecoveryReport) -> str:
+    """One sentence saying what the recover action did with the selected runs."""
+    parts = [
+        template % {"count": report.count(verdict)}
+        for verdict, template in RECOVERY_VERDICTS
+        if report.count(verdict)
+    ]
+    return "; ".join(parts) + "." if parts else gettext("Nothing to recover.")
 
 
 @admin.register(HandlerRun)
@@ -161,11 +212,11 @@ class HandlerRunAdmin(ReadOnlyAdmin):
     fieldsets = (
         (None, {"fields": ("handler_name", "event_link", "state_badge", "result_summary")}),
         (
-            "Timing",
+            _("Timing"),
             {"fields": ("attempts", "created_at", "started_at", "finished_at", "duration_ms")},
         ),
-        ("Celery", {"fields": ("celery_task_id", "celery_queue", "lease_expires_at")}),
-        ("Failure", {"fields": ("error_block", "traceback_block")}),
+        (_("Celery"), {"fields": ("celery_task_id", "celery_queue", "lease_expires_at")}),
+        (_("Failure"), {"fields": ("error_block", "traceback_block")}),
     )
     readonly_fields = (
         "handler_name",
@@ -184,32 +235,32 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         "traceback_block",
     )
 
-    @admin.display(description="state", ordering="state")
+    @admin.display(description=_("state"), ordering="state")
     def state_badge(self, run: HandlerRun) -> str:
         return state_badge(run)
 
-    @admin.display(description="event")
+    @admin.display(description=_("event"))
     def event_link(self, run: HandlerRun) -> str:
         url = reverse("admin:s3tasks_eventrecord_change", args=[run.event_id])
         return format_html('<a href="{}">{}</a>', url, str(run.event))
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def short_error(self, run: HandlerRun) -> str:
-        first = run.error.strip().splitlines()[0] if run.error.strip() else ""
-        return first[:100] or "—"
+        return first_line(run.error)
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def error_block(self, run: HandlerRun) -> str:
         return pre(run.error)
 
-    @admin.display(description="traceback")
+    @admin.display(description=_("traceback"))
     def traceback_block(self, run: HandlerRun) -> str:
         return pre(run.traceback)
 
-    def has_retry_permission(self, request: HttpRequest) -> bool:
+    def has_run_handlers_permission(self, request: HttpRequest) -> bool:
+        """Retry and recover execute handler code: `s3tasks.run_handlers`."""
         return can_run_handlers(request)
 
-    @admin.action(description="Retry selected failed runs", permissions=["retry"])
+    @admin.action(description=_("Retry selected failed runs"), permissions=["run_handlers"])
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
 
         retryable = (RunState.FAILED, RunState.RETRYING)
@@ -219,42 +270,51 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         succeeded = sum(1 for r in results if r.ok and r.state == RunState.SUCCEEDED)
         queued = sum(1 for r in results if r.ok and r.state != RunState.SUCCEEDED)
         errors = [r for r in results if not r.ok]
-        parts = [f"Retried {len(results)} failed run(s): {succeeded} succeeded"]
+        parts = [
+            ngettext(
+                "Retried %(count)d failed run: %(succeeded)d succeeded",
+                "Retried %(count)d failed runs: %(succeeded)d succeeded",
+                len(results),
+            )
+            % {"count": len(results), "succeeded": succeeded}
+        ]
         if queued:
-            parts.append(f"{queued} sent to Celery")
+            parts.append(
+                ngettext("%(count)d sent to Celery", "%(count)d sent to Celery", queued)
+                % {"count": queued}
+            )
         if skipped:
-            parts.append(f"{skipped} not failed, left alone")
+            parts.append(
+                ngettext(
+                    "%(count)d not failed, left alone", "%(count)d not failed, left alone", skipped
+                )
+                % {"count": skipped}
+            )
         level = messages.WARNING if errors else messages.SUCCESS
         self.message_user(request, ", ".join(parts) + ".", level)
         for outcome in errors:
-            self.message_user(
-                request, f"{outcome.handler_name} failed again: {outcome.error}", messages.ERROR
-            )
+            message = gettext("%(handler)s failed again: %(error)s") % {
+                "handler": outcome.handler_name,
+                "error": outcome.error,
+            }
+            self.message_user(request, message, messages.ERROR)
 
     @admin.action(
-        description="Recover selected stuck runs (past their lease)", permissions=["retry"]
+        description=_("Recover selected stuck runs (past their lease)"),
+        permissions=["run_handlers"],
     )
     def recover_stuck_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
 
         selected = list(queryset.values_list("pk", flat=True))
         report = drive_runs(selected, RecoveryReport())
-        parts = []
-        if report.count("resent"):
-            parts.append(f"{report.count('resent')} stuck run(s) re-sent to Celery")
-        if report.count("ran"):
-            parts.append(f"{report.count('ran')} stuck run(s) run again")
-        if report.count("left_alone"):
-            parts.append(
-                f"{report.count('left_alone')} not stuck (finished or in time), left alone"
-            )
-        if report.count("no_handler"):
-            parts.append(f"{report.count('no_handler')} need a handler this server lacks")
-        level = (
-            messages.WARNING if report.errors or report.count("no_handler") else messages.SUCCESS
+        self.message_user(
+            request,
+            recovery_summary(report),
+            messages.WARNING if report.errors or report.count("no_handler") else messages.SUCCESS,
         )
-        self.message_user(request, "; ".join(parts or ["Nothing to recover"]) + ".", level)
         for error in report.errors:
-            self.message_user(request, f"Could not recover {error}", messages.ERROR)
+            message = gettext("Could not recover %(error)s") % {"error": error}
+            self.message_user(request, message, messages.ERROR)
 
 
 @admin.register(OutboxMessage)
@@ -276,6 +336,46 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     )
     exclude = ("payload",)
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def pretty_payload(self, message: OutboxMessage) -> str:
         return pretty_json(message.payload)
+
+
+@admin.register(MessageFailure)
+class MessageFailureAdmin(ReadOnlyAdmin):
+    """Messages no envelope parser understood, as `sqs_worker` recorded them (the message
+    itself is left in SQS to reach the dead-letter queue)."""
+
+    list_display = (
+        "message_id",
+        "queue_name",
+        "short_reason",
+        "receive_count",
+        "first_seen_at",
+        "last_seen_at",
+    )
+    list_filter = ("queue_name", "last_seen_at")
+    search_fields = ("message_id", "queue_name", "reason")
+    date_hierarchy = "last_seen_at"
+    fields = (
+        "queue_name",
+        "message_id",
+        "receive_count",
+        "first_seen_at",
+        "last_seen_at",
+        "reason_block",
+        "body_block",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("reason"))
+    def short_reason(self, failure: MessageFailure) -> str:
+        return first_line(failure.reason)
+
+    @admin.display(description=_("reason"))
+    def reason_block(self, failure: MessageFailure) -> str:
+        return pre(failure.reason)
+
+    @admin.display(description=_("body excerpt"))
+    def body_block(self, failure: MessageFailure) -> str:
+        return pre(failure.body_excerpt)

@@ -10,12 +10,22 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from s3tasks.exceptions import S3TasksError
 from s3tasks.provisioning.apply import blocked_message
 from s3tasks.provisioning.service import apply_plan, compute_plan
 
 logger = logging.getLogger(__name__)
+
+# A custom permission (`Bucket.Meta.permissions`): sync changes AWS with the web process's
+# credentials, which permission to edit the rows does not imply.
+SYNC_TO_AWS = "s3tasks.sync_to_aws"
+
+
+def can_sync_to_aws(request: HttpRequest) -> bool:
+    return request.user.has_perm(SYNC_TO_AWS)
 
 
 def _plan_or_error(names: list[str], adopt: bool) -> tuple[Any, str]:
@@ -27,23 +37,29 @@ def _plan_or_error(names: list[str], adopt: bool) -> tuple[Any, str]:
         return None, str(exc)
     except Exception as exc:  # AWS unreachable or refusing: say so instead of a 500
         logger.exception("s3tasks: computing the sync plan failed")
-        return None, f"Could not read the current AWS configuration: {type(exc).__name__}: {exc}"
+        return None, _("Could not read the current AWS configuration: %(error)s") % {
+            "error": f"{type(exc).__name__}: {exc}"
+        }
 
 
 def _report_apply(modeladmin: admin.ModelAdmin, request: HttpRequest, result: Any) -> None:
     """Turn an `ApplyResult` into admin messages: what was done, and the failure if any."""
     done = len(result.applied)
     if result.ok:
-        modeladmin.message_user(
-            request, f"Synced to AWS: {done} change(s) applied.", messages.SUCCESS
+        message = ngettext(
+            "Synced to AWS: %(count)d change applied.",
+            "Synced to AWS: %(count)d changes applied.",
+            done,
         )
+        modeladmin.message_user(request, message % {"count": done}, messages.SUCCESS)
         return
-    step = result.failed_step
-    modeladmin.message_user(
-        request,
-        f"Sync failed at “{step.message}” after {done} change(s): {result.error}",
-        messages.ERROR,
+    message = ngettext(
+        "Sync failed at “%(step)s” after %(count)d change: %(error)s",
+        "Sync failed at “%(step)s” after %(count)d changes: %(error)s",
+        done,
     )
+    values = {"step": result.failed_step.message, "count": done, "error": result.error}
+    modeladmin.message_user(request, message % values, messages.ERROR)
 
 
 def sync_buckets_action(
@@ -68,20 +84,24 @@ def sync_buckets_action(
             modeladmin.message_user(request, blocked_message(plan), messages.ERROR)
             return None
         if not plan.has_changes:
-            modeladmin.message_user(request, "Nothing to do: AWS already matches.", messages.INFO)
+            modeladmin.message_user(
+                request, _("Nothing to do: AWS already matches."), messages.INFO
+            )
             return None
         try:
             result = apply_plan(plan)
         except Exception as exc:
             logger.exception("s3tasks: applying the sync plan failed")
-            modeladmin.message_user(request, f"Sync failed: {exc}", messages.ERROR)
+            modeladmin.message_user(
+                request, _("Sync failed: %(error)s") % {"error": exc}, messages.ERROR
+            )
             return None
         _report_apply(modeladmin, request, result)
         return None
     opts = modeladmin.model._meta
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": "Sync to AWS: review the plan",
+        "title": _("Sync to AWS: review the plan"),
         "opts": opts,
         "buckets": names,
         "queryset": queryset,

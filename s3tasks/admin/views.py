@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from s3tasks.admin.explain import explain_routing
 from s3tasks.admin.forms import HypotheticalEventForm, TestEventForm
@@ -20,10 +21,14 @@ from s3tasks.processing.dispatch import dispatch_event
 
 View = Callable[[HttpRequest], HttpResponse]
 
+# A custom permission (`HandlerRun.Meta.permissions`): running handlers is not an edit of a
+# row, so no add/change/delete permission implies it.
+RUN_HANDLERS = "s3tasks.run_handlers"
+
 
 def can_run_handlers(request: HttpRequest) -> bool:
-    """Retrying runs and sending test events both execute handler code."""
-    return request.user.has_perm("s3tasks.change_handlerrun")
+    """Retrying and recovering runs and sending test events all execute handler code."""
+    return request.user.has_perm(RUN_HANDLERS)
 
 
 def _context(modeladmin: admin.ModelAdmin, request: HttpRequest, title: str) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def which_handlers_view(modeladmin: admin.ModelAdmin) -> View:
             data = form.cleaned_data
             explanation = explain_routing(data["bucket"], data["key"], data["event_name"])
         context = {
-            **_context(modeladmin, request, "Which handlers would run?"),
+            **_context(modeladmin, request, _("Which handlers would run?")),
             "form": form,
             "explanation": explanation,
             "bucket_names": form.bucket_names,
@@ -98,7 +103,7 @@ def send_test_event_view(modeladmin: admin.ModelAdmin) -> View:
             )
             outcome = dispatch_event(event, mode=data["mode"] or None)
         context = {
-            **_context(modeladmin, request, "Send a test event"),
+            **_context(modeladmin, request, _("Send a test event")),
             "form": form,
             "event": event,
             "outcome": outcome,

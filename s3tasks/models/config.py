@@ -7,20 +7,23 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from s3tasks.rules.filters import normalize_event_pattern
 
-S3_BUCKET_NAME_HELP = "The S3 bucket name, e.g. 'acme-uploads'."
+S3_BUCKET_NAME_HELP = _("The S3 bucket name, e.g. 'acme-uploads'.")
+FILLED_BY_SYNC = _("Filled in by sync.")
 
 
 class RulesVersion(models.Model):
     """One row bumped on every configuration change so long-running processes reload rules."""
 
-    version = models.PositiveBigIntegerField(default=0)
-    changed_at = models.DateTimeField(default=timezone.now)
+    version = models.PositiveBigIntegerField(_("version"), default=0)
+    changed_at = models.DateTimeField(_("changed at"), default=timezone.now)
 
     class Meta:
-        verbose_name = "rules version"
+        verbose_name = _("rules version")
+        verbose_name_plural = _("rules versions")
 
     def __str__(self) -> str:
         return f"rules v{self.version}"
@@ -61,27 +64,32 @@ class ConfigQuerySet(models.QuerySet):
 
 
 class SyncStatus(models.TextChoices):
-    NEVER = "never", "Never synced"
-    OK = "ok", "In sync"
-    PENDING = "pending", "Changes pending"
-    FAILED = "failed", "Failed"
+    NEVER = "never", _("Never synced")
+    OK = "ok", _("In sync")
+    PENDING = "pending", _("Changes pending")
+    FAILED = "failed", _("Failed")
 
 
 class SyncedResource(models.Model):
     """Fields every AWS resource s3tasks manages shares: its sync status and last error."""
 
     region = models.CharField(
-        max_length=32, blank=True, help_text="AWS region; blank means S3TASKS['REGION']."
+        _("region"),
+        max_length=32,
+        blank=True,
+        help_text=_("AWS region; blank means S3TASKS['REGION']."),
     )
-    arn = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+    arn = models.CharField(_("ARN"), max_length=512, blank=True, help_text=FILLED_BY_SYNC)
     created_by_s3tasks = models.BooleanField(
-        default=False, help_text="Set by sync when it created this resource in AWS."
+        _("created by s3tasks"),
+        default=False,
+        help_text=_("Set by sync when it created this resource in AWS."),
     )
     last_sync_status = models.CharField(
-        max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEVER
+        _("last sync status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEVER
     )
-    last_sync_error = models.TextField(blank=True)
-    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(_("last sync error"), blank=True)
+    last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
 
     objects = ConfigQuerySet.as_manager()
 
@@ -90,44 +98,61 @@ class SyncedResource(models.Model):
 
 
 class Bucket(SyncedResource):
-    name = models.CharField(max_length=63, unique=True, help_text=S3_BUCKET_NAME_HELP)
+    name = models.CharField(_("name"), max_length=63, unique=True, help_text=S3_BUCKET_NAME_HELP)
     manage_notifications = models.BooleanField(
+        _("manage notifications"),
         default=True,
-        help_text="Let sync_notifications write this bucket's s3tasks-owned notification "
-        "entries (entries made by others are always preserved).",
+        help_text=_(
+            "Let sync_notifications write this bucket's s3tasks-owned notification "
+            "entries (entries made by others are always preserved)."
+        ),
     )
     create_if_missing = models.BooleanField(
-        default=True, help_text="Create the bucket on sync when it does not exist."
+        _("create if missing"),
+        default=True,
+        help_text=_("Create the bucket on sync when it does not exist."),
     )
     eventbridge_enabled = models.BooleanField(
+        _("EventBridge enabled"),
         null=True,
         blank=True,
-        help_text="Turn S3→EventBridge delivery on/off on sync; leave empty to never touch it.",
+        help_text=_("Turn S3→EventBridge delivery on/off on sync; leave empty to never touch it."),
     )
     cors_rules = models.JSONField(
+        _("CORS rules"),
         default=list,
         blank=True,
-        help_text="Optional CORS rules for browser uploads, as S3 expects them, e.g. "
-        '[{"AllowedMethods": ["PUT", "POST"], "AllowedOrigins": ["https://app.example.com"]'
-        ', "AllowedHeaders": ["*"]}]. Empty: CORS is not managed.',
+        help_text=_(
+            "Optional CORS rules for browser uploads, as S3 expects them, e.g. "
+            '[{"AllowedMethods": ["PUT", "POST"], "AllowedOrigins": '
+            '["https://app.example.com"], "AllowedHeaders": ["*"]}]. '
+            "Empty: CORS is not managed."
+        ),
     )
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("bucket")
+        verbose_name_plural = _("buckets")
+        # Sync writes to AWS with the web process's credentials: a right of its own, not
+        # something permission to edit the rows implies.
+        permissions = [("sync_to_aws", _("Can sync notification configuration to AWS"))]
 
     def __str__(self) -> str:
         return self.name
 
     def clean(self) -> None:
         if not isinstance(self.cors_rules, list):
-            raise ValidationError({"cors_rules": "CORS rules must be a JSON list of rules."})
+            raise ValidationError({"cors_rules": _("CORS rules must be a JSON list of rules.")})
 
 
 class Topic(SyncedResource):
-    name = models.CharField(max_length=256, unique=True, help_text="SNS topic name.")
+    name = models.CharField(_("name"), max_length=256, unique=True, help_text=_("SNS topic name."))
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("topic")
+        verbose_name_plural = _("topics")
 
     def __str__(self) -> str:
         return self.name
@@ -138,29 +163,40 @@ class Topic(SyncedResource):
 
 
 class Queue(SyncedResource):
-    name = models.CharField(max_length=80, unique=True, help_text="SQS queue name.")
-    url = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+    name = models.CharField(_("name"), max_length=80, unique=True, help_text=_("SQS queue name."))
+    url = models.CharField(_("URL"), max_length=512, blank=True, help_text=FILLED_BY_SYNC)
     enabled = models.BooleanField(
-        default=True, help_text="Consumed by `manage.py sqs_worker` when no --queue is given."
+        _("enabled"),
+        default=True,
+        help_text=_("Consumed by `manage.py sqs_worker` when no --queue is given."),
     )
     visibility_timeout = models.PositiveIntegerField(
-        default=60, help_text="Seconds a received message stays hidden (0..43200)."
+        _("visibility timeout"),
+        default=60,
+        help_text=_("Seconds a received message stays hidden (0..43200)."),
     )
-    message_retention_seconds = models.PositiveIntegerField(default=345600)
+    message_retention_seconds = models.PositiveIntegerField(
+        _("message retention seconds"), default=345600
+    )
     dead_letter_queue = models.ForeignKey(
         "self",
+        verbose_name=_("dead-letter queue"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="source_queues",
-        help_text="Messages that fail max_receive_count times are moved here by SQS.",
+        help_text=_("Messages that fail max_receive_count times are moved here by SQS."),
     )
     max_receive_count = models.PositiveIntegerField(
-        default=5, help_text="Receives before SQS moves a message to the dead-letter queue."
+        _("max receive count"),
+        default=5,
+        help_text=_("Receives before SQS moves a message to the dead-letter queue."),
     )
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("queue")
+        verbose_name_plural = _("queues")
 
     def __str__(self) -> str:
         return self.name
@@ -171,34 +207,49 @@ class Queue(SyncedResource):
 
     def clean(self) -> None:
         if self.visibility_timeout > 43200:
-            raise ValidationError({"visibility_timeout": "SQS allows at most 43200 seconds."})
+            raise ValidationError({"visibility_timeout": _("SQS allows at most 43200 seconds.")})
         if not 1 <= self.max_receive_count <= 1000:
-            raise ValidationError({"max_receive_count": "SQS allows 1..1000."})
+            raise ValidationError({"max_receive_count": _("SQS allows 1..1000.")})
         if self.dead_letter_queue_id and self.dead_letter_queue_id == self.pk:
-            raise ValidationError({"dead_letter_queue": "A queue cannot be its own DLQ."})
+            raise ValidationError({"dead_letter_queue": _("A queue cannot be its own DLQ.")})
         dlq = self.dead_letter_queue
         if dlq is not None and dlq.is_fifo != self.is_fifo:
             raise ValidationError(
-                {"dead_letter_queue": "A FIFO queue needs a FIFO DLQ, a standard one a standard."}
+                {
+                    "dead_letter_queue": _(
+                        "A FIFO queue needs a FIFO DLQ, a standard one a standard."
+                    )
+                }
             )
 
 
 class Subscription(models.Model):
     """An SQS queue subscribed to an SNS topic (the fan-out path)."""
 
-    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
-    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="subscriptions")
+    topic = models.ForeignKey(
+        Topic, verbose_name=_("topic"), on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    queue = models.ForeignKey(
+        Queue, verbose_name=_("queue"), on_delete=models.CASCADE, related_name="subscriptions"
+    )
     raw_message_delivery = models.BooleanField(
-        default=False, help_text="Deliver the S3 JSON itself instead of an SNS envelope."
+        _("raw message delivery"),
+        default=False,
+        help_text=_("Deliver the S3 JSON itself instead of an SNS envelope."),
     )
     filter_policy = models.JSONField(
-        null=True, blank=True, help_text="Optional SNS filter policy (JSON object)."
+        _("filter policy"),
+        null=True,
+        blank=True,
+        help_text=_("Optional SNS filter policy (JSON object)."),
     )
-    arn = models.CharField(max_length=512, blank=True, help_text="Filled in by sync.")
+    arn = models.CharField(_("ARN"), max_length=512, blank=True, help_text=FILLED_BY_SYNC)
 
     objects = ConfigQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
         constraints = [
             models.UniqueConstraint(fields=["topic", "queue"], name="s3tasks_unique_subscription")
         ]
@@ -208,49 +259,61 @@ class Subscription(models.Model):
 
     def clean(self) -> None:
         if self.filter_policy is not None and not isinstance(self.filter_policy, dict):
-            raise ValidationError({"filter_policy": "An SNS filter policy is a JSON object."})
+            raise ValidationError({"filter_policy": _("An SNS filter policy is a JSON object.")})
 
 
 class NotificationRule(models.Model):
     """Which S3 events of a bucket go where: events + prefix/suffix → topic or queue."""
 
-    name = models.CharField(max_length=200, blank=True)
-    bucket = models.ForeignKey(Bucket, on_delete=models.CASCADE, related_name="rules")
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    bucket = models.ForeignKey(
+        Bucket, verbose_name=_("bucket"), on_delete=models.CASCADE, related_name="rules"
+    )
     events = models.JSONField(
+        _("events"),
         default=list,
-        help_text='S3 event patterns, e.g. ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"].',
+        help_text=_('S3 event patterns, e.g. ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"].'),
     )
-    prefix = models.CharField(max_length=1024, blank=True)
-    suffix = models.CharField(max_length=1024, blank=True)
+    prefix = models.CharField(_("prefix"), max_length=1024, blank=True)
+    suffix = models.CharField(_("suffix"), max_length=1024, blank=True)
     topic = models.ForeignKey(
-        Topic, null=True, blank=True, on_delete=models.PROTECT, related_name="rules"
-    )
-    queue = models.ForeignKey(
-        Queue,
+        Topic,
+        verbose_name=_("topic"),
         null=True,
         blank=True,
         on_delete=models.PROTECT,
         related_name="rules",
-        help_text="Leave topic and queue empty to use S3TASKS['DEFAULT_QUEUE'].",
     )
-    enabled = models.BooleanField(default=True)
-    declared_in_code = models.BooleanField(default=False, editable=False)
+    queue = models.ForeignKey(
+        Queue,
+        verbose_name=_("queue"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rules",
+        help_text=_("Leave topic and queue empty to use S3TASKS['DEFAULT_QUEUE']."),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    declared_in_code = models.BooleanField(_("declared in code"), default=False, editable=False)
     code_key = models.CharField(
+        _("code key"),
         max_length=300,
         null=True,
         blank=True,
         unique=True,
         editable=False,
-        help_text="Stable id of the code declaration this row mirrors.",
+        help_text=_("Stable id of the code declaration this row mirrors."),
     )
-    code_location = models.CharField(max_length=500, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    code_location = models.CharField(_("code location"), max_length=500, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["bucket__name", "prefix", "pk"]
+        verbose_name = _("notification rule")
+        verbose_name_plural = _("notification rules")
 
     def __str__(self) -> str:
         return self.name or f"{self.bucket}:{self.prefix or '*'}{self.suffix}"
@@ -260,9 +323,9 @@ class NotificationRule(models.Model):
         return tuple(normalize_event_pattern(e) for e in self.events)
 
     def clean(self) -> None:
-        errors: dict[str, str] = {}
+        errors: dict[str, Any] = {}
         if not isinstance(self.events, list) or not self.events:
-            errors["events"] = 'List at least one S3 event pattern, e.g. ["s3:ObjectCreated:*"].'
+            errors["events"] = _('List at least one S3 event pattern, e.g. ["s3:ObjectCreated:*"].')
         else:
             for pattern in self.events:
                 try:
@@ -271,46 +334,62 @@ class NotificationRule(models.Model):
                     errors["events"] = str(exc)
                     break
         if self.topic_id and self.queue_id:
-            errors["queue"] = "Choose a topic or a queue as destination, not both."
+            errors["queue"] = _("Choose a topic or a queue as destination, not both.")
         if self.queue_id and self.queue.is_fifo:
-            errors["queue"] = (
+            errors["queue"] = _(
                 "S3 cannot send event notifications to FIFO queues; pick a standard queue."
             )
         if self.topic_id and self.topic.is_fifo:
-            errors["topic"] = "S3 cannot send event notifications to FIFO topics."
+            errors["topic"] = _("S3 cannot send event notifications to FIFO topics.")
         if errors:
             raise ValidationError(errors)
 
 
 class HandlerBinding(models.Model):
-    """Runs one registered handler for the events a rule lets through."""
+    """Runs one registered handler for the events a rule lets through.
+
+    Whether the handler is registered is the admin form's and system check W004's business,
+    not `clean()`'s: during a rolling deploy a binding may name a newer release's handler.
+    """
 
     class Access(models.TextChoices):
-        READ = "read", "Read"
-        WRITE = "write", "Write"
-        READ_WRITE = "readwrite", "Read and write"
+        READ = "read", _("Read")
+        WRITE = "write", _("Write")
+        READ_WRITE = "readwrite", _("Read and write")
 
-    rule = models.ForeignKey(NotificationRule, on_delete=models.CASCADE, related_name="bindings")
+    rule = models.ForeignKey(
+        NotificationRule,
+        verbose_name=_("rule"),
+        on_delete=models.CASCADE,
+        related_name="bindings",
+    )
     handler_name = models.CharField(
-        max_length=255, help_text="A handler registered with @on_s3_event or @s3_handler."
+        _("handler name"),
+        max_length=255,
+        help_text=_("A handler registered with @on_s3_event or @s3_handler."),
     )
     celery_queue = models.CharField(
-        max_length=200, blank=True, help_text="Celery queue for this handler; blank: default."
+        _("Celery queue"),
+        max_length=200,
+        blank=True,
+        help_text=_("Celery queue for this handler; blank: default."),
     )
     access = models.CharField(
+        _("access"),
         max_length=16,
         choices=Access.choices,
         default=Access.READ,
-        help_text="What the handler does with the object (used for the IAM policy).",
+        help_text=_("What the handler does with the object (used for the IAM policy)."),
     )
-    options = models.JSONField(default=dict, blank=True)
-    enabled = models.BooleanField(default=True)
-    declared_in_code = models.BooleanField(default=False, editable=False)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    declared_in_code = models.BooleanField(_("declared in code"), default=False, editable=False)
 
     objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["rule", "handler_name"]
+        verbose_name = _("handler binding")
+        verbose_name_plural = _("handler bindings")
         constraints = [
             models.UniqueConstraint(
                 fields=["rule", "handler_name"], name="s3tasks_unique_handler_per_rule"
@@ -319,9 +398,3 @@ class HandlerBinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} → {self.handler_name}"
-
-    def clean(self) -> None:
-        # Whether a handler is registered is the form's and system check W004's business:
-        # during a rolling deploy a binding may name a newer release's handler.
-        if not isinstance(self.options, dict):
-            raise ValidationError({"options": "Options are a JSON object."})

@@ -1,6 +1,6 @@
 """Mirror `@on_s3_event` declarations into `NotificationRule`/`HandlerBinding` rows.
 
-What the admin set on a code rule (enabled, the binding's enabled and options) survives any
+What the admin set on a code rule (the rule's and the binding's enabled) survives any
 decorator change: rows are matched by handler and bucket and only the declared details are
 updated (`s3tasks.rules.code_binding_plan`). `migrate` and `manage.py s3tasks_bindings` reconcile
 fully (create, update, remove); a starting worker only adds what its code declares and the
@@ -147,7 +147,7 @@ def _create(change: BindingChange) -> None:
 
 
 def _update(change: BindingChange) -> None:
-    """Write only the declared details; enabled flags and binding options stay as they are."""
+    """Write only the declared details; the enabled flags stay as they are."""
 
     declaration, stored = change.wanted, change.stored
     assert declaration is not None and stored is not None

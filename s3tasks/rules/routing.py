@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from s3tasks.events import S3Event
@@ -29,7 +29,6 @@ class Route:
     rule_id: int | None = None
     binding_id: int | None = None
     celery_queue: str = ""
-    options: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,6 @@ def load_index() -> RuleIndex:
                 rule_id=b.rule_id,
                 binding_id=b.pk,
                 celery_queue=b.celery_queue,
-                options=b.options or {},
             )
         )
     by_bucket: dict[str, list[CompiledRule]] = defaultdict(list)

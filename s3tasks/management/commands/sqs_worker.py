@@ -7,7 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from s3tasks.checks import rules_database
 from s3tasks.conf import DISPATCH_MODES
+from s3tasks.exceptions import S3TasksConfigurationError
 from s3tasks.rules.code_bindings import add_missing_code_bindings
 from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
 
@@ -80,6 +82,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--stats-interval", type=float, help="Seconds between stats log lines.")
 
+    def get_check_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        # Opt into the checks that read the rules (as `migrate` does): a binding to a handler
+        # this release lacks (W004) is printed when the worker starts.
+        return {**super().get_check_kwargs(options), "databases": [rules_database()]}
+
     def handle(self, *args: Any, **opts: Any) -> None:
         from s3tasks.aws import client
 
@@ -105,7 +112,7 @@ class Command(BaseCommand):
         add_missing_code_bindings()
         try:
             consumer = build_consumer(client("sqs"), opts["queue"], options)
-        except QueueSelectionError as exc:
+        except (QueueSelectionError, S3TasksConfigurationError) as exc:  # e.g. no credentials
             raise CommandError(str(exc))
         final = consumer.run(install_signal_handlers=True)
         self.stdout.write(
