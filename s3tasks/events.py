@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum, nonmember
 from typing import IO, Any
 
 
-class EventSource:
-    """Which envelope an event arrived in (string constants, stored in the database)."""
+class EventSource(StrEnum):
+    """Which envelope an event arrived in (the values are stored in the database)."""
 
     S3 = "s3"  # a plain S3 notification (SQS direct, SNS raw delivery, Lambda S3 trigger)
     SNS = "sns"  # wrapped in an SNS Notification (SQS subscription or Lambda SNS trigger)
@@ -18,14 +19,17 @@ class EventSource:
     ADMIN = "admin"  # sent from the admin's "send test event" action
     UNKNOWN = "unknown"
 
-    CHOICES = [
-        (S3, "S3 notification"),
-        (SNS, "SNS notification"),
-        (EVENTBRIDGE, "EventBridge"),
-        (BATCH_OPERATIONS, "S3 Batch Operations"),
-        (ADMIN, "Admin test event"),
-        (UNKNOWN, "Unknown"),
-    ]
+    # (value, label) pairs for `EventRecord.source` (not a member)
+    CHOICES = nonmember(
+        [
+            (S3, "S3 notification"),
+            (SNS, "SNS notification"),
+            (EVENTBRIDGE, "EventBridge"),
+            (BATCH_OPERATIONS, "S3 Batch Operations"),
+            (ADMIN, "Admin test event"),
+            (UNKNOWN, "Unknown"),
+        ]
+    )
 
 
 BATCH_OPERATIONS_EVENT_NAME = "BatchOperations:Invoke"

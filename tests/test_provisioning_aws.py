@@ -208,6 +208,7 @@ def test_subscription_settings_and_cors_are_synced(aws, uploads):
     plan = compute_plan()
     assert [s.action for s in plan.changes] == ["update_subscription"]
     assert sync().ok and not compute_plan().has_changes
+    assert Subscription.objects.get().arn == sub.arn  # kept through the update
 
 
 def test_bucket_scope_leaves_other_buckets_alone(aws, uploads):

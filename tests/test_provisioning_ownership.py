@@ -239,6 +239,7 @@ def test_a_foreign_topic_queue_and_subscription_are_adopted_only_on_request(moto
     assert attrs["RawMessageDelivery"] == "true"
     origins = {k[0]: v for k, v in records().items() if k[0] in ("queue", "topic", "subscription")}
     assert origins == {"queue": "adopted", "topic": "adopted", "subscription": "adopted"}
+    assert Subscription.objects.get().arn == sub["SubscriptionArn"]  # recorded on adoption
     assert not compute_plan().has_changes
 
 

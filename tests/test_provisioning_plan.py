@@ -9,7 +9,7 @@ import pytest
 
 from s3tasks.exceptions import OverlappingRules, S3TasksConfigurationError
 from s3tasks.provisioning.current import CurrentBucket, CurrentQueue, CurrentState
-from s3tasks.provisioning.desired import Account, build_desired, dlq_name
+from s3tasks.provisioning.desired import MANAGED_TAG, Account, build_desired, dlq_name
 from s3tasks.provisioning.model_rows import BucketRow, ModelRows, QueueRow, RuleRow
 from s3tasks.provisioning.notifications import (
     NotificationEntry,
@@ -26,6 +26,7 @@ from s3tasks.provisioning.ownership import (
 )
 from s3tasks.provisioning.plan import compute_steps
 from s3tasks.provisioning.policies import diff_policy, merge_policy
+from s3tasks.provisioning.steps import CreateQueue, PutNotifications
 from s3tasks.provisioning.text import render_plan
 
 ACCOUNT = Account(id="111122223333", region="eu-west-1")
@@ -68,6 +69,7 @@ def entries(*rules: RuleRow):
 def test_overlapping_bindings_to_one_destination_merge_into_one_wider_entry():
     (entry,) = entries(rule(1, "images/2024/", ".jpg"), rule(2, "images/", "pg"))
     assert (entry.id, entry.prefix, entry.suffix) == ("s3tasks-rules-1-2", "images/", "pg")
+    assert entry.rule_ids == (1, 2)  # the Id is made from these, never parsed back
     assert entry.arn == QUEUE_ARN
 
 
@@ -188,6 +190,47 @@ def test_plan_creates_destinations_before_writing_the_bucket_configuration():
     assert [s.action for s in plan.steps] == ["create_queue", "create_queue", "put_notifications"]
     assert plan.has_changes
     assert json.loads(json.dumps(plan.to_dict()))["steps"][2]["resource"] == "uploads"
+
+
+def test_each_step_carries_the_typed_change_apply_makes():
+    desired = desired_for(rule(1, "in/"))
+    plan = compute_steps(desired, _current())
+    dlq, events, notifications = (s.change for s in plan.steps)
+    assert dlq == CreateQueue("events-dlq", desired.queues[0].attributes, {MANAGED_TAG: "true"})
+    assert isinstance(events, CreateQueue) and "Policy" in events.attributes
+    assert notifications == PutNotifications(
+        "uploads", desired.buckets[0].notifications, owned_ids=(), prune=False, eventbridge=None
+    )
+
+
+def test_json_plan_gives_each_change_as_params_and_notes_none():
+    desired = desired_for(rule(1, "in/"))
+    stale = {"Id": "s3tasks-rule-7", "QueueArn": QUEUE_ARN, "Events": ["s3:ObjectRemoved:*"]}
+    current = _current({"QueueConfigurations": [stale]}, _in_sync_queues(desired))
+    plan = compute_steps(desired, current, ledger=_ledger(desired, "s3tasks-rule-7"))
+    step, note = json.loads(json.dumps(plan.to_dict(), default=str))["steps"]
+    assert list(step) == [
+        "action",
+        "resource_type",
+        "resource",
+        "message",
+        "params",
+        "pending",
+        "ownership",
+        "claims",
+        "releases",
+    ]
+    assert step["action"] == "put_notifications"
+    assert step["params"]["owned_ids"] == ["s3tasks-rule-7"]
+    assert [e["id"] for e in step["params"]["entries"]] == ["s3tasks-rule-1"]
+    assert step["claims"] == [
+        {
+            "kind": "notification",
+            "identifier": "arn:aws:s3:::uploads#s3tasks-rule-1",
+            "origin": "created",
+        }
+    ]
+    assert (note["action"], note["pending"], note["params"]) == ("keep_stale", False, {})
 
 
 def test_plan_reports_stale_owned_entries_without_prune_and_removes_them_with_it():
@@ -319,7 +362,7 @@ def test_an_existing_queue_nobody_recorded_blocks_the_plan_until_adopted():
     assert not adopted.blocked
     (step,) = [s for s in adopted.changes if s.resource == "events"]
     assert (step.action, step.ownership) == ("adopt_queue", "adopted")
-    assert step.params["attributes"] == {}  # no Queue row: no defaults forced on it
+    assert step.change.attributes == {}  # no Queue row: no defaults forced on it
     assert [(c.kind, c.origin) for c in step.claims] == [
         ("queue", "adopted"),
         ("policy_statement", "created"),
@@ -334,7 +377,7 @@ def test_a_tagged_queue_without_records_is_recorded_as_ours_and_managed():
     assert not plan.blocked
     (step,) = [s for s in plan.changes if s.resource == "events"]
     assert step.action == "update_queue" and step.ownership == "ours"
-    assert "VisibilityTimeout" in step.params["attributes"]  # ours: defaults apply
+    assert "VisibilityTimeout" in step.change.attributes  # ours: defaults apply
     assert [(c.kind, c.origin) for c in step.claims] == [
         ("queue", "recognised"),
         ("policy_statement", "created"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum, nonmember
 from typing import Any
 
 from s3tasks.conf import get_settings
@@ -24,8 +25,8 @@ from s3tasks.rules.routing import route
 logger = logging.getLogger(__name__)
 
 
-class Status:
-    """What happened to a message (string constants; stable for logs and metrics)."""
+class Status(StrEnum):
+    """What happened to a message (the values are stable: logs and metrics use them)."""
 
     HANDLED = "handled"  # every event handled or durably handed off: delete the message
     TEST_EVENT = "test_event"  # s3:TestEvent: acknowledge, run nothing
@@ -39,7 +40,8 @@ class Status:
     UNAVAILABLE = "unavailable"
     MALFORMED = "malformed"  # not an envelope we know: leave it to reach the DLQ
 
-    DELETABLE = frozenset({HANDLED, TEST_EVENT, FAILED_PERMANENTLY})
+    # the statuses whose message is deleted (not a member)
+    DELETABLE = nonmember(frozenset({HANDLED, TEST_EVENT, FAILED_PERMANENTLY}))
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class InboundMessage:
 @dataclass(frozen=True)
 class MessageOutcome:
     message_id: str
-    status: str
+    status: Status
     events: int = 0
     runs: int = 0
     error: str = ""
@@ -187,7 +189,7 @@ def _dispatch_together(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
     return results
 
 
-def message_status(outcomes: Sequence[DispatchOutcome]) -> str:
+def message_status(outcomes: Sequence[DispatchOutcome]) -> Status:
     """The status of a message from its events' outcomes: the failure that most needs the
     message kept wins (unreachable service, then a retry, then a handler elsewhere)."""
     if all(o.ok for o in outcomes):

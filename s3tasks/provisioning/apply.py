@@ -8,17 +8,35 @@ apply is still preserved. Ownership records are written around each step (`_run`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from s3tasks.exceptions import ProvisioningError, S3TasksError
 from s3tasks.provisioning.notifications import merge_configuration
-from s3tasks.provisioning.ownership import LedgerWriter, MemoryLedger
+from s3tasks.provisioning.ownership import LedgerWriter, MemoryLedger, ResourceKind
 from s3tasks.provisioning.policies import merge_policy
-from s3tasks.provisioning.steps import Action, Plan, Step
+from s3tasks.provisioning.steps import (
+    AwsChange,
+    CreateBucket,
+    CreateQueue,
+    CreateTopic,
+    DeleteQueue,
+    DeleteTopic,
+    Plan,
+    PutCors,
+    PutNotifications,
+    Step,
+    Subscribe,
+    Unsubscribe,
+    UpdateQueue,
+    UpdateSubscription,
+    UpdateTopic,
+)
 
 logger = logging.getLogger(__name__)
+
+Clients = dict[str, Any]  # "s3", "sqs", "sns" → boto3 client
 
 
 @dataclass
@@ -26,8 +44,9 @@ class ApplyResult:
     """What apply did: the steps done, the created resources, and the failure if any."""
 
     applied: list[Step] = field(default_factory=list)
-    created: dict[str, str] = field(default_factory=dict)  # "queue:name" → url/arn
-    subscriptions: dict[tuple[str, str], str] = field(default_factory=dict)  # (topic, queue)
+    created: dict[tuple[ResourceKind, str], str] = field(default_factory=dict)  # → url/arn
+    # (topic ARN, queue ARN) → subscription ARN, for each subscription made or updated
+    subscriptions: dict[tuple[str, str], str] = field(default_factory=dict)
     failed_step: Step | None = None
     error: str = ""
     region: str = ""
@@ -58,144 +77,133 @@ def explain_aws_error(exc: Exception, what: str) -> ProvisioningError:
     return ProvisioningError(f"{what}: AWS said {code}: {message}.{hint}")
 
 
-def _put_notifications(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
+def _put_notifications(clients: Clients, change: PutNotifications, result: ApplyResult) -> None:
     s3 = clients["s3"]
-    bucket = step.params["bucket"]
-    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current = s3.get_bucket_notification_configuration(Bucket=change.bucket)
     current.pop("ResponseMetadata", None)
     merged = merge_configuration(
         current,
-        step.params["entries"],
-        owned_ids=set(step.params["owned_ids"]),
-        prune=step.params["prune"],
-        eventbridge=step.params["eventbridge"],
+        change.entries,
+        owned_ids=set(change.owned_ids),
+        prune=change.prune,
+        eventbridge=change.eventbridge,
     )
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=merged)
+    s3.put_bucket_notification_configuration(Bucket=change.bucket, NotificationConfiguration=merged)
 
 
-def _create_bucket(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
+def _create_bucket(clients: Clients, change: CreateBucket, result: ApplyResult) -> None:
     s3 = clients["s3"]
-    kwargs: dict[str, Any] = {"Bucket": step.params["bucket"]}
+    kwargs: dict[str, Any] = {"Bucket": change.bucket}
     region = s3.meta.region_name
     if region and region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**kwargs)
-    result.created[f"bucket:{step.params['bucket']}"] = f"arn:aws:s3:::{step.params['bucket']}"
+    result.created[(ResourceKind.BUCKET, change.bucket)] = f"arn:aws:s3:::{change.bucket}"
 
 
-def _create_queue(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
+def _create_queue(clients: Clients, change: CreateQueue, result: ApplyResult) -> None:
     url = clients["sqs"].create_queue(
-        QueueName=step.params["name"],
-        Attributes=step.params["attributes"],
-        tags=step.params["tags"],
+        QueueName=change.name, Attributes=change.attributes, tags=change.tags
     )["QueueUrl"]
-    result.created[f"queue:{step.params['name']}"] = url
+    result.created[(ResourceKind.QUEUE, change.name)] = url
 
 
-def _merged_policy(current: str | None, step: Step) -> dict[str, str]:
+def _merged_policy(
+    current: str | None, statements: Sequence[dict[str, Any]], remove_sids: Sequence[str]
+) -> dict[str, str]:
     """The Policy attribute to set, merged by Sid against the policy as it is *now*."""
-    if not step.params["statements"] and not step.params["remove_sids"]:
+    if not statements and not remove_sids:
         return {}
-    return {"Policy": merge_policy(current, step.params["statements"], step.params["remove_sids"])}
+    return {"Policy": merge_policy(current, statements, remove_sids)}
 
 
-def _update_queue(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
+def _update_queue(clients: Clients, change: UpdateQueue, result: ApplyResult) -> None:
     # create_queue with other attributes fails on an existing queue: set them instead.
-    sqs, url = clients["sqs"], step.params["url"]
-    attributes = dict(step.params["attributes"])
-    read = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+    sqs = clients["sqs"]
+    read = sqs.get_queue_attributes(QueueUrl=change.url, AttributeNames=["Policy"])
     current = read.get("Attributes", {}).get("Policy")
-    policy = _merged_policy(current, step)
-    if not attributes and not policy:
+    policy = _merged_policy(current, change.statements, change.remove_sids)
+    if not change.attributes and not policy:
         return
     if not policy and current:
         # moto (the local emulator) drops a queue's policy on any SetQueueAttributes call
         # without one; sending it back as read keeps it there and changes nothing on AWS.
         policy = {"Policy": current}
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes | policy)
+    sqs.set_queue_attributes(QueueUrl=change.url, Attributes=change.attributes | policy)
 
 
-def _set_topic_policy(sns: Any, arn: str, step: Step) -> None:
+def _set_topic_policy(
+    sns: Any, arn: str, statements: Sequence[dict[str, Any]], remove_sids: Sequence[str]
+) -> None:
     current = sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("Policy")
-    policy = _merged_policy(current, step).get("Policy")
+    policy = _merged_policy(current, statements, remove_sids).get("Policy")
     if policy:  # SNS cannot hold an empty policy; a topic always keeps its default one
         sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy", AttributeValue=policy)
 
 
-def _create_topic(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    tags = [{"Key": k, "Value": v} for k, v in step.params["tags"].items()]
-    arn = clients["sns"].create_topic(Name=step.params["name"], Tags=tags)["TopicArn"]
-    result.created[f"topic:{step.params['name']}"] = arn
-    if step.params["statements"]:
-        _set_topic_policy(clients["sns"], arn, step)
+def _create_topic(clients: Clients, change: CreateTopic, result: ApplyResult) -> None:
+    tags = [{"Key": k, "Value": v} for k, v in change.tags.items()]
+    arn = clients["sns"].create_topic(Name=change.name, Tags=tags)["TopicArn"]
+    result.created[(ResourceKind.TOPIC, change.name)] = arn
+    if change.statements:
+        _set_topic_policy(clients["sns"], arn, change.statements, ())
 
 
-def _update_topic(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    if step.params["statements"] or step.params["remove_sids"]:
-        _set_topic_policy(clients["sns"], step.params["arn"], step)
+def _update_topic(clients: Clients, change: UpdateTopic, result: ApplyResult) -> None:
+    if change.statements or change.remove_sids:
+        _set_topic_policy(clients["sns"], change.arn, change.statements, change.remove_sids)
 
 
-def _subscribe(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
+def _subscribe(clients: Clients, change: Subscribe, result: ApplyResult) -> None:
     arn = clients["sns"].subscribe(
-        TopicArn=step.params["topic_arn"],
+        TopicArn=change.topic_arn,
         Protocol="sqs",
-        Endpoint=step.params["queue_arn"],
-        Attributes=step.params["attributes"],
+        Endpoint=change.queue_arn,
+        Attributes=change.attributes,
         ReturnSubscriptionArn=True,
     )["SubscriptionArn"]
-    result.subscriptions[(step.params["topic"], step.params["queue"])] = arn
+    result.subscriptions[(change.topic_arn, change.queue_arn)] = arn
 
 
-def _update_subscription(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    for name, value in step.params["attributes"].items():
+def _update_subscription(clients: Clients, change: UpdateSubscription, result: ApplyResult) -> None:
+    for name, value in change.attributes.items():
         clients["sns"].set_subscription_attributes(
-            SubscriptionArn=step.params["arn"], AttributeName=name, AttributeValue=value
+            SubscriptionArn=change.arn, AttributeName=name, AttributeValue=value
         )
+    result.subscriptions[(change.topic_arn, change.queue_arn)] = change.arn
 
 
-def _put_cors(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    clients["s3"].put_bucket_cors(
-        Bucket=step.params["bucket"], CORSConfiguration={"CORSRules": step.params["rules"]}
-    )
-
-
-def _unsubscribe(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    clients["sns"].unsubscribe(SubscriptionArn=step.params["arn"])
-
-
-def _delete_topic(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    clients["sns"].delete_topic(TopicArn=step.params["arn"])
-
-
-def _delete_queue(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    clients["sqs"].delete_queue(QueueUrl=step.params["url"])
-
-
-def _nothing_in_aws(clients: dict[str, Any], step: Step, result: ApplyResult) -> None:
-    """Records and releases only (the ledger writes happen around every step)."""
-
-
-ACTIONS: dict[Action, Callable[[dict[str, Any], Step, ApplyResult], None]] = {
-    Action.CREATE_BUCKET: _create_bucket,
-    Action.CREATE_QUEUE: _create_queue,
-    Action.UPDATE_QUEUE: _update_queue,
-    Action.ADOPT_QUEUE: _update_queue,
-    Action.RELEASE_QUEUE: _update_queue,
-    Action.CREATE_TOPIC: _create_topic,
-    Action.UPDATE_TOPIC: _update_topic,
-    Action.ADOPT_TOPIC: _update_topic,
-    Action.RELEASE_TOPIC: _update_topic,
-    Action.SUBSCRIBE: _subscribe,
-    Action.UPDATE_SUBSCRIPTION: _update_subscription,
-    Action.ADOPT_SUBSCRIPTION: _update_subscription,
-    Action.RELEASE_SUBSCRIPTION: _nothing_in_aws,
-    Action.PUT_NOTIFICATIONS: _put_notifications,
-    Action.PUT_CORS: _put_cors,
-    Action.UNSUBSCRIBE: _unsubscribe,
-    Action.DELETE_TOPIC: _delete_topic,
-    Action.DELETE_QUEUE: _delete_queue,
-    Action.RECORD: _nothing_in_aws,
-}
+def _call_aws(clients: Clients, change: AwsChange, result: ApplyResult) -> None:
+    """The boto3 calls of one change (one function per type of change)."""
+    match change:
+        case CreateBucket():
+            _create_bucket(clients, change, result)
+        case PutNotifications():
+            _put_notifications(clients, change, result)
+        case PutCors():
+            clients["s3"].put_bucket_cors(
+                Bucket=change.bucket, CORSConfiguration={"CORSRules": list(change.rules)}
+            )
+        case CreateQueue():
+            _create_queue(clients, change, result)
+        case UpdateQueue():
+            _update_queue(clients, change, result)
+        case DeleteQueue():
+            clients["sqs"].delete_queue(QueueUrl=change.url)
+        case CreateTopic():
+            _create_topic(clients, change, result)
+        case UpdateTopic():
+            _update_topic(clients, change, result)
+        case DeleteTopic():
+            clients["sns"].delete_topic(TopicArn=change.arn)
+        case Subscribe():
+            _subscribe(clients, change, result)
+        case UpdateSubscription():
+            _update_subscription(clients, change, result)
+        case Unsubscribe():
+            clients["sns"].unsubscribe(SubscriptionArn=change.arn)
+        case _:
+            assert_never(change)
 
 
 def _run(step: Step, clients: dict[str, Any], result: ApplyResult, ledger: LedgerWriter) -> None:
@@ -206,7 +214,8 @@ def _run(step: Step, clients: dict[str, Any], result: ApplyResult, ledger: Ledge
     region = result.region
     new = ledger.claim(step.claims, region) if step.claims else []
     try:
-        ACTIONS[step.action](clients, step, result)
+        if step.change is not None:  # None: only ownership records change
+            _call_aws(clients, step.change, result)
     except ClientError:
         if new:
             ledger.release(new)

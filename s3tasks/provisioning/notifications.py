@@ -44,7 +44,7 @@ class NotificationEntry:
     events: tuple[str, ...]  # "s3:ObjectCreated:*" form, sorted
     prefix: str = ""
     suffix: str = ""
-    labels: tuple[str, ...] = ()  # the rules this entry serves (for messages only)
+    rule_ids: tuple[int, ...] = ()  # the rules this entry serves (its Id is made from them)
 
     def to_s3(self) -> dict[str, Any]:
         """The entry as `put_bucket_notification_configuration` wants it.
@@ -100,7 +100,7 @@ def _merge(a: NotificationEntry, b: NotificationEntry) -> NotificationEntry:
         events=_simplify_events(a.events + b.events),
         prefix=os.path.commonprefix([a.prefix, b.prefix]),
         suffix=_common_suffix([a.suffix, b.suffix]),
-        labels=a.labels + b.labels,
+        rule_ids=tuple(sorted(set(a.rule_ids + b.rule_ids))),
     )
 
 
@@ -165,7 +165,7 @@ def compile_entries(targets: Sequence[RuleTarget]) -> tuple[NotificationEntry, .
     )
     if clashes:
         raise OverlappingRules(clashes)
-    by_destination: dict[tuple[str, str], list[tuple[NotificationEntry, tuple[int, ...]]]] = {}
+    by_destination: dict[tuple[str, str], list[NotificationEntry]] = {}
     for t in targets:
         entry = NotificationEntry(
             id="",
@@ -174,20 +174,14 @@ def compile_entries(targets: Sequence[RuleTarget]) -> tuple[NotificationEntry, .
             events=_simplify_events(t.events),
             prefix=t.prefix,
             suffix=t.suffix,
-            labels=(f"{t.rule_id}",),
+            rule_ids=(t.rule_id,),
         )
-        by_destination.setdefault((t.kind, t.arn), []).append((entry, (t.rule_id,)))
-    compiled: list[NotificationEntry] = []
-    for group in by_destination.values():
-        for entry in _merge_overlapping([e for e, _ in group]):
-            rule_ids = [int(label) for label in entry.labels]
-            compiled.append(
-                replace(
-                    entry,
-                    id=entry_id(rule_ids),
-                    labels=tuple(t.label for t in targets if t.rule_id in rule_ids),
-                )
-            )
+        by_destination.setdefault((t.kind, t.arn), []).append(entry)
+    compiled = [
+        replace(entry, id=entry_id(entry.rule_ids))
+        for group in by_destination.values()
+        for entry in _merge_overlapping(group)
+    ]
     return tuple(sorted(compiled, key=lambda e: e.id))
 
 

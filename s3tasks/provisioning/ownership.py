@@ -16,24 +16,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from s3tasks.models import ManagedResource
 
-class ResourceKind(StrEnum):
-    """What a record is about (the values of `ManagedResource.Kind`)."""
-
-    BUCKET = "bucket"
-    QUEUE = "queue"
-    TOPIC = "topic"
-    SUBSCRIPTION = "subscription"
-    NOTIFICATION = "notification"
-    POLICY_STATEMENT = "policy_statement"
-
-
-class Origin(StrEnum):
-    """How a record came to be (the values of `ManagedResource.Origin`)."""
-
-    CREATED = "created"
-    ADOPTED = "adopted"
-    RECOGNISED = "recognised"
+# What a record is about, and how it came to be: the model's own choices, so the planner and
+# the rows it writes share one set of values.
+ResourceKind = ManagedResource.Kind
+Origin = ManagedResource.Origin
 
 
 class Ownership(StrEnum):

@@ -34,7 +34,14 @@ from s3tasks.provisioning.ownership import (
 from s3tasks.provisioning.plan_queues import foreign_step, queue_steps, topic_steps
 from s3tasks.provisioning.plan_stale import resource_removals, vanished_records
 from s3tasks.provisioning.plan_subscriptions import subscription_steps
-from s3tasks.provisioning.steps import Action, Plan, Step
+from s3tasks.provisioning.steps import (
+    Action,
+    CreateBucket,
+    Plan,
+    PutCors,
+    PutNotifications,
+    Step,
+)
 
 __all__ = ["Plan", "Step", "compute_steps"]
 
@@ -147,8 +154,7 @@ def _notes(bucket: DesiredBucket, entries: EntryOwnership, prune: bool) -> list[
             BUCKET,
             bucket.name,
             f"would remove stale entry {i} from bucket {bucket.name} (use --prune)",
-            {"bucket": bucket.name, "id": i},
-            False,
+            pending=False,
         )
         for i in stale
     ]
@@ -164,9 +170,8 @@ def _notes(bucket: DesiredBucket, entries: EntryOwnership, prune: bool) -> list[
             bucket.name,
             f"keep entry {i} on bucket {bucket.name}: its Id looks like s3tasks' but s3tasks has "
             "no record of writing it, so sync never changes or prunes it",
-            {"bucket": bucket.name, "id": i},
-            False,
-            Ownership.FOREIGN,
+            pending=False,
+            ownership=Ownership.FOREIGN,
         )
         for i in lookalikes
     ]
@@ -213,18 +218,18 @@ def _entries_step(
         "releases": tuple(Claim(ENTRY, part_identifier(bucket.arn, i)) for i in releases),
     }
     if messages:
-        params = {
-            "bucket": bucket.name,
-            "entries": list(bucket.notifications),
-            "owned_ids": sorted(entries.owned),
-            "prune": context.prune,
-            "eventbridge": bucket.eventbridge,
-        }
+        change = PutNotifications(
+            bucket.name,
+            bucket.notifications,
+            tuple(sorted(entries.owned)),
+            context.prune,
+            bucket.eventbridge,
+        )
         text = f"bucket {bucket.name} notifications: " + "; ".join(messages)
-        return Step(Action.PUT_NOTIFICATIONS, BUCKET, bucket.name, text, params, **common)
+        return Step(Action.PUT_NOTIFICATIONS, BUCKET, bucket.name, text, change, **common)
     if claims or releases:
         text = _record_message(bucket.name, sorted(entries.recognised), releases)
-        return Step(Action.RECORD, BUCKET, bucket.name, text, {}, **common)
+        return Step(Action.RECORD, BUCKET, bucket.name, text, **common)
     return None
 
 
@@ -252,7 +257,7 @@ def _bucket_steps(bucket: DesiredBucket, found: CurrentBucket, context: Context)
                 BUCKET,
                 bucket.name,
                 f"create S3 bucket {bucket.name}",
-                {"bucket": bucket.name},
+                CreateBucket(bucket.name),
                 claims=(Claim(BUCKET, bucket.arn),),
             )
         )
@@ -266,7 +271,7 @@ def _bucket_steps(bucket: DesiredBucket, found: CurrentBucket, context: Context)
                 BUCKET,
                 bucket.name,
                 f"set CORS on bucket {bucket.name} ({len(bucket.cors_rules)} rule(s))",
-                {"bucket": bucket.name, "rules": list(bucket.cors_rules)},
+                PutCors(bucket.name, bucket.cors_rules),
             )
         )
     return steps

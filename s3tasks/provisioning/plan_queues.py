@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from s3tasks.provisioning.current import CurrentQueue, CurrentState, CurrentTopic
 from s3tasks.provisioning.desired import MANAGED_TAG, DesiredQueue, DesiredState, DesiredTopic
@@ -23,7 +24,14 @@ from s3tasks.provisioning.ownership import (
     part_identifier,
 )
 from s3tasks.provisioning.policies import OUR_SIDS, PolicyDiff, diff_policy, merge_policy, sids_of
-from s3tasks.provisioning.steps import Action, Step
+from s3tasks.provisioning.steps import (
+    Action,
+    CreateQueue,
+    CreateTopic,
+    Step,
+    UpdateQueue,
+    UpdateTopic,
+)
 
 JSON_ATTRIBUTES = ("Policy", "RedrivePolicy")
 RECOGNISED_NOTE = " (tagged s3tasks:managed by an earlier release: recorded as ours)"
@@ -65,12 +73,20 @@ class Existing:
     arn: str
     attributes: dict[str, str]
     tagged: bool
-    target: dict[str, str]  # how apply addresses it: {"url": ...} or {"arn": ...}
+    address: str  # how apply addresses it: a queue's URL, a topic's ARN
+
+    def update(
+        self, attributes: dict[str, str], statements: tuple[dict, ...], remove_sids: tuple[str, ...]
+    ) -> UpdateQueue | UpdateTopic:
+        """The change that sets `attributes` (queues only) and merges the policy."""
+        if self.kind is ResourceKind.QUEUE:
+            return UpdateQueue(self.address, attributes, statements, remove_sids)
+        return UpdateTopic(self.address, statements, remove_sids)
 
 
 def _existing(kind: ResourceKind, arn: str, found: CurrentQueue | CurrentTopic) -> Existing:
-    target = {"url": found.url} if isinstance(found, CurrentQueue) else {"arn": found.arn}
-    return Existing(kind, found.name, arn, found.attributes, found.tagged, target)
+    address = found.url if isinstance(found, CurrentQueue) else found.arn
+    return Existing(kind, found.name, arn, found.attributes, found.tagged, address)
 
 
 def _statement_claims(
@@ -136,31 +152,29 @@ def _existing_steps(
     parts = [f"set {', '.join(sorted(changed))}"] if changed else []
     if diff.changed:
         parts.append(diff.describe())
-    params = {
-        **existing.target,
-        "name": existing.name,
-        "attributes": changed,
-        "statements": list(statements) if diff.changed else [],
-        "remove_sids": list(diff.removed),
+    change = existing.update(changed, statements if diff.changed else (), diff.removed)
+    common: dict[str, Any] = {
+        "ownership": decision.ownership,
+        "claims": tuple(claims),
+        "releases": tuple(releases),
     }
-    common = {"ownership": decision.ownership, "claims": tuple(claims), "releases": tuple(releases)}
     if decision is Decision.ADOPT:
         summary = "; ".join(parts) or "no changes needed"
         if existing.kind is ResourceKind.QUEUE:
             summary += "; attributes no Queue row sets stay as they are"
         message = f"adopt {label}: {summary}"
-        return [Step(adopt_action, existing.kind, existing.name, message, params, **common)]
+        return [Step(adopt_action, existing.kind, existing.name, message, change, **common)]
     note = RECOGNISED_NOTE if decision is Decision.RECOGNISE else ""
     if decision is Decision.MANAGE_ADOPTED:
         note = " (adopted)"
     if parts:
         message = f"update {label}{note}: {'; '.join(parts)}"
-        return [Step(update, existing.kind, existing.name, message, params, **common)]
+        return [Step(update, existing.kind, existing.name, message, change, **common)]
     if claims or releases:
         message = f"update the ownership records of {label}"
         if decision is Decision.RECOGNISE:
             message = f"record {label} as s3tasks'{RECOGNISED_NOTE}"
-        return [Step(Action.RECORD, existing.kind, existing.name, message, {}, **common)]
+        return [Step(Action.RECORD, existing.kind, existing.name, message, **common)]
     return []
 
 
@@ -176,15 +190,14 @@ def _create_step(
     claims = (Claim(kind, arn),) + tuple(
         Claim(ResourceKind.POLICY_STATEMENT, part_identifier(arn, s["Sid"])) for s in statements
     )
-    params = {
-        "name": name,
-        "attributes": dict(attributes),
-        "statements": list(statements),
-        "remove_sids": [],
-        "tags": {MANAGED_TAG: "true"},
-    }
+    tags = {MANAGED_TAG: "true"}
+    change = (
+        CreateQueue(name, dict(attributes), tags)  # its policy is in `attributes` already
+        if kind is ResourceKind.QUEUE
+        else CreateTopic(name, tags, statements)
+    )
     action = ACTIONS[kind][0]
-    return Step(action, kind, name, f"create {LABELS[kind]} {name}{note}", params, claims=claims)
+    return Step(action, kind, name, f"create {LABELS[kind]} {name}{note}", change, claims=claims)
 
 
 def _decision(

@@ -16,7 +16,15 @@ from s3tasks.provisioning.ownership import (
     ResourceKind,
     subscription_identifier,
 )
-from s3tasks.provisioning.steps import Action, Step
+from s3tasks.provisioning.steps import (
+    Action,
+    AwsChange,
+    DeleteQueue,
+    DeleteTopic,
+    Step,
+    UpdateQueue,
+    UpdateTopic,
+)
 
 QUEUE, TOPIC = ResourceKind.QUEUE, ResourceKind.TOPIC
 LABELS = {QUEUE: "SQS queue", TOPIC: "SNS topic"}
@@ -32,11 +40,10 @@ def _removal(
     ledger: Ledger,
     prune: bool,
 ) -> Step:
-    target = {"url": found.url} if isinstance(found, CurrentQueue) else {"arn": found.arn}
     releases = (Claim(kind, arn, origin), *ledger.owned_parts(arn))
     label = f"{LABELS[kind]} {found.name}"
     if origin is Origin.ADOPTED:
-        sids = sorted(ledger.parts(ResourceKind.POLICY_STATEMENT, arn))
+        sids = tuple(sorted(ledger.parts(ResourceKind.POLICY_STATEMENT, arn)))
         action, what = (
             RELEASE[kind],
             (
@@ -44,21 +51,20 @@ def _removal(
                 "removed, the resource itself kept)"
             ),
         )
-        params = {
-            **target,
-            "name": found.name,
-            "attributes": {},
-            "statements": [],
-            "remove_sids": sids,
-        }
+        change: AwsChange = (
+            UpdateQueue(found.url, {}, remove_sids=sids)
+            if isinstance(found, CurrentQueue)
+            else UpdateTopic(found.arn, remove_sids=sids)
+        )
     else:
         action, what = DELETE[kind], f"delete {label} (made by s3tasks, no longer in the models)"
-        params = {**target, "name": found.name}
-    if not prune:
-        return Step(
-            Action.KEEP_STALE, kind, found.name, f"would {what} (use --prune)", params, False
+        change = (
+            DeleteQueue(found.url) if isinstance(found, CurrentQueue) else DeleteTopic(found.arn)
         )
-    return Step(action, kind, found.name, what, params, releases=releases)
+    if not prune:
+        note = f"would {what} (use --prune)"
+        return Step(Action.KEEP_STALE, kind, found.name, note, pending=False)
+    return Step(action, kind, found.name, what, change, releases=releases)
 
 
 def resource_removals(

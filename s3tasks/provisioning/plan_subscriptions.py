@@ -17,7 +17,13 @@ from s3tasks.provisioning.ownership import (
     subscription_identifier,
 )
 from s3tasks.provisioning.plan_queues import foreign_step
-from s3tasks.provisioning.steps import Action, Step
+from s3tasks.provisioning.steps import (
+    Action,
+    Step,
+    Subscribe,
+    Unsubscribe,
+    UpdateSubscription,
+)
 
 KIND = ResourceKind.SUBSCRIPTION
 
@@ -38,15 +44,6 @@ def _attributes(sub: DesiredSubscription) -> dict[str, str]:
     }
 
 
-def _ends(topic_arn: str, queue_arn: str) -> dict[str, str]:
-    return {
-        "topic_arn": topic_arn,
-        "queue_arn": queue_arn,
-        "topic": name_of(topic_arn),
-        "queue": name_of(queue_arn),
-    }
-
-
 def _tagged_ends(current: CurrentState, desired: DesiredState) -> set[str]:
     """ARNs of the queues/topics tagged s3tasks:managed (0.1 subscribed only those)."""
     account = desired.account
@@ -57,13 +54,11 @@ def _tagged_ends(current: CurrentState, desired: DesiredState) -> set[str]:
 def _subscribe_step(sub: DesiredSubscription) -> Step:
     label = _label(sub.topic_arn, sub.queue_arn)
     raw = " (raw delivery)" if sub.raw_message_delivery else ""
-    params = {
-        **_ends(sub.topic_arn, sub.queue_arn),
-        "attributes": {k: v for k, v in _attributes(sub).items() if v},
-    }
+    attributes = {k: v for k, v in _attributes(sub).items() if v}
+    change = Subscribe(sub.topic_arn, sub.queue_arn, attributes)
     claims = (Claim(KIND, subscription_identifier(sub.topic_arn, sub.queue_arn)),)
     message = f"subscribe queue {label}{raw}"
-    return Step(Action.SUBSCRIBE, KIND, label, message, params, claims=claims)
+    return Step(Action.SUBSCRIBE, KIND, label, message, change, claims=claims)
 
 
 def _wanted_steps(
@@ -88,37 +83,38 @@ def _wanted_steps(
         sub.filter_policy or None,
     )
     attributes = _attributes(sub) if differs else {}
-    params = {**_ends(sub.topic_arn, sub.queue_arn), "arn": found.arn, "attributes": attributes}
-    change = (
+    change = UpdateSubscription(found.arn, sub.topic_arn, sub.queue_arn, attributes)
+    settings = (
         f"raw delivery {'on' if sub.raw_message_delivery else 'off'}, filter policy "
         f"{'set' if sub.filter_policy else 'none'}"
     )
     if decision is Decision.ADOPT:
-        message = f"adopt subscription {label}: " + (change if differs else "no changes needed")
-        return [Step(Action.ADOPT_SUBSCRIPTION, KIND, label, message, params, **common)]
+        message = f"adopt subscription {label}: " + (settings if differs else "no changes needed")
+        return [Step(Action.ADOPT_SUBSCRIPTION, KIND, label, message, change, **common)]
     if differs:
-        message = f"update subscription {label}: {change}"
-        return [Step(Action.UPDATE_SUBSCRIPTION, KIND, label, message, params, **common)]
+        message = f"update subscription {label}: {settings}"
+        return [Step(Action.UPDATE_SUBSCRIPTION, KIND, label, message, change, **common)]
     if claims:
         message = f"record subscription {label} as s3tasks' (made by an earlier release)"
-        return [Step(Action.RECORD, KIND, label, message, {}, **common)]
+        return [Step(Action.RECORD, KIND, label, message, **common)]
     return []
 
 
 def _stale_step(found: CurrentSubscription, origin: Origin, prune: bool) -> Step:
     label = _label(found.topic_arn, found.endpoint)
     claim = Claim(KIND, subscription_identifier(found.topic_arn, found.endpoint), origin)
-    params = {**_ends(found.topic_arn, found.endpoint), "arn": found.arn}
-    if origin is Origin.ADOPTED:
-        action, what = (
+    if origin is Origin.ADOPTED:  # only the record goes: the subscription stays in AWS
+        action, what, change = (
             Action.RELEASE_SUBSCRIPTION,
             f"release adopted subscription {label} (kept in AWS)",
+            None,
         )
     else:
         action, what = Action.UNSUBSCRIBE, f"remove subscription {label}"
+        change = Unsubscribe(found.arn)
     if not prune:
-        return Step(Action.KEEP_STALE, KIND, label, f"would {what} (use --prune)", params, False)
-    return Step(action, KIND, label, what, params, releases=(claim,))
+        return Step(Action.KEEP_STALE, KIND, label, f"would {what} (use --prune)", pending=False)
+    return Step(action, KIND, label, what, change, releases=(claim,))
 
 
 def subscription_steps(

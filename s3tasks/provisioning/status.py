@@ -11,12 +11,11 @@ from django.utils import timezone
 from s3tasks.models import Bucket, Queue, Subscription, Topic
 from s3tasks.models.config import SyncStatus
 from s3tasks.provisioning.apply import ApplyResult
-from s3tasks.provisioning.steps import Action, Plan
+from s3tasks.provisioning.ownership import ResourceKind
+from s3tasks.provisioning.steps import Plan
 
-MODEL_KINDS = ("bucket", "queue", "topic")
 
-
-def _status_of(kind: str, name: str, plan: Plan, result: ApplyResult) -> tuple[str, str]:
+def _status_of(kind: ResourceKind, name: str, plan: Plan, result: ApplyResult) -> tuple[str, str]:
 
     failed = result.failed_step
     if failed is not None and failed.resource_type == kind and failed.resource == name:
@@ -34,7 +33,9 @@ def _update(queryset: Any, **values: Any) -> None:
     models.QuerySet.update(queryset, **values)
 
 
-def _record(model: Any, kind: str, names: list[str], plan: Plan, result: ApplyResult) -> None:
+def _record(
+    model: Any, kind: ResourceKind, names: list[str], plan: Plan, result: ApplyResult
+) -> None:
     now = timezone.now()
     for name in names:
         status, error = _status_of(kind, name, plan, result)
@@ -43,15 +44,15 @@ def _record(model: Any, kind: str, names: list[str], plan: Plan, result: ApplyRe
             "last_sync_error": error,
             "last_synced_at": now,
         }
-        created = result.created.get(f"{kind}:{name}")
+        created = result.created.get((kind, name))
         if created:
             values["created_by_s3tasks"] = True
-        if kind == "queue":
+        if kind is ResourceKind.QUEUE:
             values["arn"] = plan.desired.account.sqs_arn(name)
             url = created or plan.queue_urls.get(name)
             if url:
                 values["url"] = url
-        elif kind == "topic":
+        elif kind is ResourceKind.TOPIC:
             values["arn"] = plan.desired.account.sns_arn(name)
         else:
             values["arn"] = plan.desired.account.bucket_arn(name)
@@ -59,17 +60,14 @@ def _record(model: Any, kind: str, names: list[str], plan: Plan, result: ApplyRe
 
 
 def _record_subscriptions(plan: Plan, result: ApplyResult) -> None:
-
-    for step in result.applied:
-        if step.action not in (
-            Action.SUBSCRIBE,
-            Action.UPDATE_SUBSCRIPTION,
-            Action.ADOPT_SUBSCRIPTION,
-        ):
-            continue
-        topic, queue = step.params["topic"], step.params["queue"]
-        arn = result.subscriptions.get((topic, queue)) or step.params.get("arn", "")
-        _update(Subscription.objects.filter(topic__name=topic, queue__name=queue), arn=arn)
+    """The ARN of every subscription apply made, updated or adopted."""
+    desired = plan.desired
+    names = {q.arn: q.name for q in desired.queues} | {t.arn: t.name for t in desired.topics}
+    for (topic_arn, queue_arn), arn in result.subscriptions.items():
+        rows = Subscription.objects.filter(
+            topic__name=names[topic_arn], queue__name=names[queue_arn]
+        )
+        _update(rows, arn=arn)
 
 
 @transaction.atomic
@@ -77,7 +75,7 @@ def record_result(plan: Plan, result: ApplyResult) -> None:
     """Record the outcome of `apply_plan` on every Bucket/Queue/Topic row in the plan's scope."""
 
     desired = plan.desired
-    _record(Bucket, "bucket", [b.name for b in desired.buckets], plan, result)
-    _record(Queue, "queue", [q.name for q in desired.queues], plan, result)
-    _record(Topic, "topic", [t.name for t in desired.topics], plan, result)
+    _record(Bucket, ResourceKind.BUCKET, [b.name for b in desired.buckets], plan, result)
+    _record(Queue, ResourceKind.QUEUE, [q.name for q in desired.queues], plan, result)
+    _record(Topic, ResourceKind.TOPIC, [t.name for t in desired.topics], plan, result)
     _record_subscriptions(plan, result)

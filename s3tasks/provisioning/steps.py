@@ -1,12 +1,14 @@
-"""The plan as values: typed steps (what to do, to what, whose it is) and the plan itself."""
+"""The plan as values: typed steps (what to do, to what, whose it is, and the AWS change it
+makes) and the plan itself. Nothing here calls AWS; `apply` runs the changes."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 from s3tasks.provisioning.desired import DesiredState
+from s3tasks.provisioning.notifications import NotificationEntry
 from s3tasks.provisioning.ownership import Claim, Ownership, ResourceKind
 
 
@@ -56,19 +58,126 @@ SYMBOLS = {
 }
 
 
+# What apply does in AWS, one value per kind of call (apply.py has one function per type).
+# Policies and notification configurations are merged with what is there at apply time.
+
+
+@dataclass(frozen=True)
+class CreateBucket:
+    bucket: str
+
+
+@dataclass(frozen=True)
+class PutNotifications:
+    """Write our entries into the bucket's configuration, keeping everyone else's."""
+
+    bucket: str
+    entries: tuple[NotificationEntry, ...]
+    owned_ids: tuple[str, ...]  # our other entries: kept, or removed when `prune`
+    prune: bool
+    eventbridge: bool | None
+
+
+@dataclass(frozen=True)
+class PutCors:
+    bucket: str
+    rules: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class CreateQueue:
+    name: str
+    attributes: dict[str, str]  # our policy already merged in as `Policy`
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class UpdateQueue:
+    """Set attributes; put our statements in and take `remove_sids` out of its policy."""
+
+    url: str
+    attributes: dict[str, str]
+    statements: tuple[dict[str, Any], ...] = ()
+    remove_sids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteQueue:
+    url: str
+
+
+@dataclass(frozen=True)
+class CreateTopic:
+    name: str
+    tags: dict[str, str]
+    statements: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class UpdateTopic:
+    """Put our statements in and take `remove_sids` out of the topic's policy."""
+
+    arn: str
+    statements: tuple[dict[str, Any], ...] = ()
+    remove_sids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteTopic:
+    arn: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    topic_arn: str
+    queue_arn: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class UpdateSubscription:
+    arn: str
+    topic_arn: str
+    queue_arn: str
+    attributes: dict[str, str]  # empty: nothing to set (an adoption that changes nothing)
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    arn: str
+
+
+AwsChange: TypeAlias = (
+    CreateBucket
+    | PutNotifications
+    | PutCors
+    | CreateQueue
+    | UpdateQueue
+    | DeleteQueue
+    | CreateTopic
+    | UpdateTopic
+    | DeleteTopic
+    | Subscribe
+    | UpdateSubscription
+    | Unsubscribe
+)
+
+
 @dataclass(frozen=True)
 class Step:
     """One change (or, when not `pending`, one note) with a message a human can review.
 
-    `claims` are written as ours before the AWS call (so a crash right after it never leaves
-    something we made unrecorded); `releases` are forgotten after the call succeeded.
+    `change` is what apply does in AWS (None for notes and for steps that only write or drop
+    ownership records). `claims` are written as ours before the AWS call (so a crash right
+    after it never leaves something we made unrecorded); `releases` are forgotten after the
+    call succeeded.
     """
 
     action: Action
     resource_type: ResourceKind  # the row kind sync status is recorded on
     resource: str  # a name, or "topic → queue" for a subscription (display only)
     message: str
-    params: dict[str, Any] = field(default_factory=dict)
+    change: AwsChange | None = None
     pending: bool = True
     ownership: Ownership = Ownership.OURS
     claims: tuple[Claim, ...] = ()
@@ -81,6 +190,20 @@ class Step:
     @property
     def symbol(self) -> str:
         return SYMBOLS.get(self.action, "~" if self.pending else "!")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step for `--format json`; `params` are the fields of its `change`."""
+        return {
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "resource": self.resource,
+            "message": self.message,
+            "params": asdict(self.change) if self.change is not None else {},
+            "pending": self.pending,
+            "ownership": self.ownership,
+            "claims": [asdict(c) for c in self.claims],
+            "releases": [asdict(c) for c in self.releases],
+        }
 
 
 @dataclass(frozen=True)
@@ -122,5 +245,5 @@ class Plan:
             "buckets": list(self.buckets) if self.buckets is not None else None,
             "account": self.desired.account.id,
             "region": self.desired.account.region,
-            "steps": [asdict(s) for s in self.steps],
+            "steps": [s.to_dict() for s in self.steps],
         }
