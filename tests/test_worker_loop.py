@@ -10,46 +10,10 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
-from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
+from s3tasks.processing.messages import Status
 from s3tasks.worker.memory_sqs import MemorySQS, MemorySQSError
 from s3tasks.worker.sqs import backoff_seconds, parse_redrive_policy
-
-QUICK = {"wait_time": 0, "exit_when_idle": 0.3, "stats_interval": 60.0}
-
-
-class Recorder:
-    """A stand-in for `process_message`: records calls and concurrency, answers per body."""
-
-    def __init__(self, delay: float = 0.0, answers: dict[str, list[str]] | None = None) -> None:
-        self.delay = delay
-        self.answers = answers or {}
-        self.calls: list[InboundMessage] = []
-        self.running = 0
-        self.max_running = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, message: InboundMessage, dispatch_mode: str | None = None) -> MessageOutcome:
-        with self._lock:
-            self.calls.append(message)
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-            planned = self.answers.get(str(message.body))
-            status = planned.pop(0) if planned else Status.HANDLED
-        time.sleep(self.delay)
-        with self._lock:
-            self.running -= 1
-        return MessageOutcome(message.message_id, status, events=1, error="planned")
-
-
-def make_queue(sqs: MemorySQS, name: str = "jobs", **attributes: str) -> str:
-    return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-
-
-def consumer(sqs: MemorySQS, process, *names: str, **options) -> Consumer:
-    client = SqsQueueClient(sqs)
-    queues = [client.resolve(n) for n in (names or ("jobs",))]
-    return Consumer(client, queues, WorkerOptions(**{**QUICK, **options}), process=process)
+from tests.worker_support import Recorder, consumer, make_queue
 
 
 def receive_sizes(sqs: MemorySQS) -> list[int]:
@@ -253,7 +217,7 @@ def test_invalid_flags_are_command_errors(flags, message):
 
 
 @pytest.mark.django_db
-def test_no_queue_at_all_is_a_command_error_saying_what_to_do(settings):
+def test_no_queue_at_all_is_a_command_error_saying_what_to_do(settings, aws_credentials):
     from s3tasks.models import Queue
 
     Queue.objects.update(enabled=False)
