@@ -1,4 +1,5 @@
-"""A real Celery worker subprocess on Redis, and this process sending to it (not eager)."""
+"""A real Celery worker subprocess on Redis, and this process sending to it (not eager);
+waiting for a run to reach a state; `SentTasks`, a broker stand-in that records sends."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import IO
 
+from s3tasks.models import HandlerRun
 from tests.conftest import REDIS_URL, ROOT, subprocess_env
 
 
@@ -49,3 +53,36 @@ def celery_worker(settings_module: str, queues: str, out: IO[bytes]) -> Iterator
             worker.wait(20)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {check.__doc__}")
+        time.sleep(0.1)
+
+
+def run_in_state(run_id: int, *states: str) -> Callable[[], bool]:
+    def check() -> bool:
+        """the run to reach the expected state"""
+        return HandlerRun.objects.get(pk=run_id).state in states
+
+    return check
+
+
+class SentTasks:
+    """Stands in for the broker: records `apply_async` calls of one handler's task."""
+
+    def __init__(self, monkeypatch, handler_name: str, delay: float = 0.0) -> None:
+        from s3tasks.rules.registry import registry
+
+        self.calls: list[dict] = []
+        self.lock = threading.Lock()
+        self.delay = delay
+        monkeypatch.setattr(registry.get(handler_name).task, "apply_async", self.apply_async)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        time.sleep(self.delay)
+        with self.lock:
+            self.calls.append({"args": args, **options})

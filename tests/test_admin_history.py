@@ -1,5 +1,6 @@
-"""Admin pages for history (events, runs, outbox): view-only, searchable, filterable; the
-retry action and the "send test event" page, including permission denials."""
+"""Admin pages for history (events, runs, outbox, malformed messages): view-only,
+searchable, filterable; the retry action and the "send test event" page, which need the
+custom permission `s3tasks.run_handlers`, including permission denials."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from s3tasks.models import (
     EventRecord,
     HandlerBinding,
     HandlerRun,
+    MessageFailure,
     NotificationRule,
     OutboxMessage,
     RunState,
 )
 from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.rules.registry import s3_handler
+from tests.factories import make_event
 
 pytestmark = pytest.mark.django_db
 
@@ -71,27 +74,20 @@ def bound_bucket(django_capture_on_commit_callbacks):
     return bucket
 
 
-def make_event(key: str = "in/q1 report.csv", source: str = EventSource.SNS) -> S3Event:
-    return S3Event(
-        bucket="reports",
-        key=key,
-        event_name="ObjectCreated:Put",
-        etag=f"etag-{key}",
-        source=source,
-        raw={"s3": {"object": {"key": key.replace(" ", "+")}}, "awsRegion": "us-east-1"},
-    )
-
-
 @pytest.fixture
 def failed_run(bound_bucket) -> HandlerRun:
-    outcome = dispatch_event(make_event(), message_id="m-1", queue_name="s3tasks-events")
+    outcome = dispatch_event(
+        make_event("in/q1 report.csv", bucket="reports", source=EventSource.SNS),
+        message_id="m-1",
+        queue_name="s3tasks-events",
+    )
     assert not outcome.ok
     return HandlerRun.objects.get(handler_name=FLAKY)
 
 
 def test_event_list_is_searchable_by_key_and_filterable_by_source(admin_client, bound_bucket):
-    dispatch_event(make_event("in/q1 report.csv"))
-    dispatch_event(make_event("in/other.csv", source=EventSource.S3))
+    dispatch_event(make_event("in/q1 report.csv", bucket="reports", source=EventSource.SNS))
+    dispatch_event(make_event("in/other.csv", bucket="reports"))
     url = reverse("admin:s3tasks_eventrecord_changelist")
     found = admin_client.get(url, {"q": "q1 report"}).content.decode()
     assert "in/q1 report.csv" in found and "in/other.csv" not in found
@@ -149,7 +145,7 @@ def test_retry_action_reruns_failed_runs_once_fixed_and_leaves_others_alone(
     BROKEN["on"] = False
     steady_run = HandlerRun.objects.get(handler_name=STEADY)
     response = retry(admin_client, [failed_run, steady_run])
-    assert "Retried 1 failed run(s): 1 succeeded, 1 not failed, left alone." in (
+    assert "Retried 1 failed run: 1 succeeded, 1 not failed, left alone." in (
         response.content.decode()
     )
     failed_run.refresh_from_db()
@@ -160,6 +156,16 @@ def test_retry_action_reruns_failed_runs_once_fixed_and_leaves_others_alone(
     retry(admin_client, [failed_run])  # idempotent: a succeeded run is not run again
     failed_run.refresh_from_db()
     assert failed_run.attempts == 2
+
+
+def test_retry_message_counts_two_runs_in_the_plural(admin_client, bound_bucket):
+    dispatch_event(make_event("in/a.csv", bucket="reports", source=EventSource.SNS))
+    dispatch_event(make_event("in/b.csv", bucket="reports", source=EventSource.SNS))
+    BROKEN["on"] = False
+    failed = list(HandlerRun.objects.filter(handler_name=FLAKY))
+    assert len(failed) == 2
+    html = retry(admin_client, failed).content.decode()
+    assert "Retried 2 failed runs: 2 succeeded." in html
 
 
 def test_retry_that_fails_again_reports_the_error(admin_client, failed_run):
@@ -177,6 +183,31 @@ def test_view_only_staff_cannot_retry(staff_client, failed_run):
     retry(client, [failed_run])
     failed_run.refresh_from_db()
     assert failed_run.state == RunState.RETRYING and failed_run.attempts == 1
+
+
+def test_change_permission_on_runs_does_not_allow_running_handlers(staff_client, failed_run):
+    """`change_handlerrun` was borrowed for retries before `run_handlers` existed: no more."""
+    client = staff_client("s3tasks.change_handlerrun", "s3tasks.view_eventrecord")
+    page = client.get(reverse("admin:s3tasks_handlerrun_changelist")).content.decode()
+    assert "retry_failed_runs" not in page and "recover_stuck_runs" not in page
+    BROKEN["on"] = False
+    retry(client, [failed_run])
+    failed_run.refresh_from_db()
+    assert failed_run.state == RunState.RETRYING and failed_run.attempts == 1
+    assert client.get(reverse("admin:s3tasks_send_test_event")).status_code == 403
+
+
+def test_run_handlers_permission_allows_retry_on_read_only_pages(staff_client, failed_run):
+    client = staff_client("s3tasks.view_handlerrun", "s3tasks.run_handlers")
+    page = client.get(reverse("admin:s3tasks_handlerrun_changelist")).content.decode()
+    assert "retry_failed_runs" in page and "recover_stuck_runs" in page
+    change = reverse("admin:s3tasks_handlerrun_change", args=[failed_run.pk])
+    assert 'name="_save"' not in client.get(change).content.decode()  # the run stays read-only
+    BROKEN["on"] = False
+    html = retry(client, [failed_run]).content.decode()
+    assert "Retried 1 failed run: 1 succeeded." in html
+    failed_run.refresh_from_db()
+    assert failed_run.state == RunState.SUCCEEDED
 
 
 def test_send_test_event_dispatches_through_routing_and_shows_the_outcome(
@@ -220,6 +251,16 @@ def test_send_test_event_needs_the_run_permission(staff_client, bound_bucket):
     assert "Send test event" not in page
 
 
+def test_run_handlers_permission_opens_the_send_test_event_page(staff_client, bound_bucket):
+    client = staff_client("s3tasks.view_eventrecord", "s3tasks.run_handlers")
+    page = client.get(reverse("admin:s3tasks_eventrecord_changelist")).content.decode()
+    assert "Send test event" in page
+    data = {"bucket": "reports", "key": "in/x.csv", "event_name": "ObjectCreated:Put"}
+    response = client.post(reverse("admin:s3tasks_send_test_event"), data)
+    assert response.status_code == 200 and 'id="test-event-outcome"' in response.content.decode()
+    assert EventRecord.objects.filter(key="in/x.csv", source=EventSource.ADMIN).exists()
+
+
 def test_staff_without_permissions_gets_403_on_history_pages(staff_client, failed_run):
     client = staff_client()
     assert client.get(reverse("admin:s3tasks_eventrecord_changelist")).status_code == 403
@@ -241,14 +282,42 @@ def test_outbox_messages_are_listed_read_only(admin_client):
     assert admin_client.get(reverse("admin:s3tasks_outboxmessage_add")).status_code == 403
 
 
-def test_every_other_s3tasks_history_model_has_a_read_only_page(admin_client):
+def test_every_s3tasks_model_but_inline_and_internal_rows_has_an_admin_page(admin_client):
+    """What the admin showed when it registered unregistered models at import time."""
     from django.apps import apps
     from django.contrib import admin
 
     for model in apps.get_app_config("s3tasks").get_models():
         name = model._meta.model_name
         if name in {"rulesversion", "handlerbinding", "subscription"}:
+            assert not admin.site.is_registered(model), name
             continue
         assert admin.site.is_registered(model), name
         url = reverse(f"admin:s3tasks_{name}_changelist")
         assert admin_client.get(url).status_code == 200, name
+
+
+def test_malformed_messages_have_their_own_read_only_page(admin_client):
+    from django.contrib import admin
+
+    from s3tasks.admin.history import MessageFailureAdmin
+
+    assert isinstance(admin.site.get_model_admin(MessageFailure), MessageFailureAdmin)
+    failure = MessageFailure.objects.create(
+        queue_name="s3tasks-events",
+        message_id="msg-7",
+        reason="no envelope parser understood the body\nsecond line",
+        body_excerpt='{"not": "s3"}',
+    )
+    MessageFailure.objects.create(queue_name="other-q", message_id="msg-8", reason="empty body")
+    url = reverse("admin:s3tasks_messagefailure_changelist")
+    found = admin_client.get(url, {"q": "msg-7"}).content.decode()
+    assert "msg-7" in found and "no envelope parser understood the body" in found
+    assert "second line" not in found and "msg-8" not in found
+    by_queue = admin_client.get(url, {"queue_name": "other-q"}).content.decode()
+    assert "msg-8" in by_queue and "msg-7" not in by_queue
+    detail = admin_client.get(
+        reverse("admin:s3tasks_messagefailure_change", args=[failure.pk])
+    ).content.decode()
+    assert "second line" in detail and "&quot;not&quot;" in detail and 'name="_save"' not in detail
+    assert admin_client.get(reverse("admin:s3tasks_messagefailure_add")).status_code == 403

@@ -8,30 +8,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 
 import pytest
 
-from s3tasks.events import EventSource, S3Event
 from s3tasks.models import HandlerRun, RunState
 from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.rules.routing import Route
-from tests.celery_support import celery_worker, sending_to_redis
+from tests.celery_support import celery_worker, run_in_state, sending_to_redis, wait_for
 from tests.conftest import REDIS_URL, need, port_open
+from tests.factories import make_event
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 QUEUE = "s3tasks-dispatch-tests"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {check.__doc__}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +38,10 @@ def broker(django_db_setup, django_db_blocker) -> Iterator[str]:
             yield REDIS_URL
 
 
-def make_event(key: str) -> S3Event:
-    return S3Event(
-        bucket="dispatch-bucket",
-        key=key,
-        event_name="ObjectCreated:Put",
-        event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        etag="e",
-        source=EventSource.S3,
-    )
-
-
 def dispatch(key: str, handler: str):
     return dispatch_event(
         make_event(key), routes=[Route(handler_name=handler, celery_queue=QUEUE)], mode="celery"
     )
-
-
-def run_in_state(run_id: int, *states: str) -> Callable[[], bool]:
-    def check() -> bool:
-        """the run to reach the expected state"""
-        return HandlerRun.objects.get(pk=run_id).state in states
-
-    return check
 
 
 def test_event_dispatched_in_celery_mode_runs_in_the_worker(broker):

@@ -1,5 +1,6 @@
-"""The demo app's own pieces: summary reports, upload keys, the upload page's views, who may
-use them and when they exist at all."""
+"""The demo app's own pieces: its handlers (tested the way a user tests theirs, with
+`s3tasks.testing`), summary reports, upload keys, the upload page's views, who may use them
+and when they exist at all."""
 
 from __future__ import annotations
 
@@ -11,16 +12,94 @@ import pytest
 import requests
 from django.contrib.auth.models import Permission
 from django.urls import NoReverseMatch, reverse
+from moto import mock_aws
 
 from project.demo.handlers import DEMO_BUCKET
 from project.demo.models import ImportedFile, ImportedRow
 from project.demo.tasks import build_summary, numeric_totals, report_key
 from project.demo.views import MAX_UPLOAD_BYTES, presigned_upload, upload_key
+from s3tasks import EnqueueTask
+from s3tasks.aws import client, reset_clients
 from s3tasks.models import EventRecord, HandlerRun, RunState
+from s3tasks.storage import reset_storages
+from s3tasks.testing import deliver, make_s3_event, s3_notification
 from tests.demo_support import policy_violations
 
 DEMO_URLS = "project.demo.site_urls"  # ROOT_URLCONF while the demo runs (S3TASKS_DEMO=1)
 DEMO_PAGES = [("demo:upload", "get"), ("demo:presign", "post"), ("demo:runs", "get")]
+IMPORT_CSV = "project.demo.handlers.import_csv"
+FORGET_CSV = "project.demo.handlers.forget_csv"
+ORDERS = "id,amount\n1,2.5\n2,1.5\n"
+
+
+@pytest.fixture
+def upload(aws_credentials):
+    """Put an object in the demo bucket of an in-process S3 (moto): `upload(key, text)`."""
+    with mock_aws():
+        reset_clients()
+        reset_storages()
+        client("s3").create_bucket(Bucket=DEMO_BUCKET)
+
+        def put(key: str, text: str) -> int:
+            client("s3").put_object(Bucket=DEMO_BUCKET, Key=key, Body=text.encode())
+            return len(text.encode())
+
+        yield put
+    reset_clients()
+    reset_storages()
+
+
+# --- the handlers ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_uploaded_csv_is_imported_and_its_summary_enqueued_for_after_commit(upload):
+    key = "incoming/orders march.csv"
+    event = make_s3_event(DEMO_BUCKET, key, size=upload(key, ORDERS))
+    assert event.raw["s3"]["object"]["key"] == "incoming/orders+march.csv"  # as S3 sends it
+    delivery = deliver(event)
+    assert delivery.handlers_run == [IMPORT_CSV]
+    assert delivery.run_of(IMPORT_CSV).result == "imported 2 rows"
+    imported = ImportedFile.objects.get(bucket=DEMO_BUCKET, key=key)
+    assert [row.data for row in imported.row_set.order_by("line")] == [
+        {"id": "1", "amount": "2.5"},
+        {"id": "2", "amount": "1.5"},
+    ]
+    assert delivery.followups == (
+        EnqueueTask("project.demo.tasks.write_import_summary", (DEMO_BUCKET, key)),
+    )
+    assert imported.summary_key == ""  # captured, not sent: no report was written
+
+
+@pytest.mark.django_db
+def test_a_redelivered_upload_is_not_imported_twice(upload):
+    key = "incoming/once.csv"
+    body = s3_notification(make_s3_event(DEMO_BUCKET, key, size=upload(key, ORDERS)))
+    assert deliver(body).handlers_run == [IMPORT_CSV]
+    again = deliver(body)
+    assert again.handlers_run == [] and again.followups == () and again.runs[0].skipped
+    assert ImportedRow.objects.filter(file__key=key).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_removed_csv_is_forgotten_and_its_report_removal_enqueued(upload):
+    key = "incoming/draft (old).csv"
+    deliver(make_s3_event(DEMO_BUCKET, key, size=upload(key, ORDERS)))
+    delivery = deliver(make_s3_event(DEMO_BUCKET, key, event_name="ObjectRemoved:Delete"))
+    assert delivery.handlers_run == [FORGET_CSV]
+    assert delivery.followups == (EnqueueTask("project.demo.tasks.delete_import_summary", (key,)),)
+    imported = ImportedFile.objects.get(bucket=DEMO_BUCKET, key=key)
+    assert imported.removed and imported.rows == 0 and not imported.row_set.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["other/orders.csv", "incoming/orders.txt"])
+def test_uploads_outside_incoming_or_not_csv_run_no_handler(key):
+    delivery = deliver(make_s3_event(DEMO_BUCKET, key))
+    assert delivery.runs == () and delivery.ok
+
+
+# --- summaries -------------------------------------------------------------------------------
 
 
 def test_report_key_moves_the_file_to_the_summaries_prefix():
@@ -150,20 +229,10 @@ def test_presign_hands_out_credentials_only_on_post(admin_client):
 
 @pytest.mark.django_db
 @pytest.mark.urls(DEMO_URLS)
-def test_runs_endpoint_lists_recent_runs_of_the_demo_bucket(admin_client):
-    event = EventRecord.objects.create(
-        dedup_key="d1",
-        bucket=DEMO_BUCKET,
-        key="incoming/a.csv",
-        event_name="ObjectCreated:Post",
-        source="s3",
-    )
-    HandlerRun.objects.create(
-        event=event,
-        handler_name="project.demo.handlers.import_csv",
-        state=RunState.SUCCEEDED,
-        attempts=1,
-        result_summary="imported 2 rows",
+def test_runs_endpoint_lists_recent_runs_of_the_demo_bucket(admin_client, upload):
+    size = upload("incoming/a.csv", ORDERS)  # a browser upload (POST) of a two-row CSV
+    deliver(
+        make_s3_event(DEMO_BUCKET, "incoming/a.csv", event_name="s3:ObjectCreated:Post", size=size)
     )
     other = EventRecord.objects.create(
         dedup_key="d2", bucket="elsewhere", key="incoming/a.csv", event_name="ObjectCreated:Put"

@@ -6,38 +6,20 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import replace
 
 import pytest
 from django.db import connection
 
 from s3tasks import signals
-from s3tasks.events import EventSource, S3Event
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
 from s3tasks.processing.dispatch import dispatch_event, retry_run
 from s3tasks.rules.routing import Route
+from tests.celery_support import SentTasks
+from tests.factories import make_event, routes
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
 
 pytestmark = pytest.mark.django_db
-
-
-def make_event(key: str = "in/a.csv", **extra) -> S3Event:
-    return S3Event(
-        bucket="dispatch-bucket",
-        key=key,
-        event_name="ObjectCreated:Put",
-        event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        size=12,
-        etag="abc",
-        sequencer="00A1",
-        region="us-east-1",
-        source=EventSource.S3,
-        raw=extra,
-    )
-
-
-def routes(*names: str) -> list[Route]:
-    return [Route(handler_name=name) for name in names]
 
 
 def test_inline_dispatch_records_event_and_successful_run_with_timings():
@@ -107,6 +89,23 @@ def test_permanent_failure_is_not_run_again_on_redelivery():
     assert first.permanent and again.permanent and again.runs[0].skipped
     assert "cannot handle perm-again.csv" in again.error
     assert HandlerRun.objects.get(event__dedup_key=event.dedup_key).attempts == 1
+
+
+def test_run_outcomes_keep_what_the_handler_returned_or_raised_but_do_not_compare_it():
+    count = routes("tests.dispatch.count")
+    done = dispatch_event(make_event("kept.csv"), routes=count, mode="inline")
+    failed = dispatch_event(
+        make_event("raised.csv"), routes=routes("tests.dispatch.write_then_fail"), mode="inline"
+    )
+    again = dispatch_event(make_event("kept.csv"), routes=count, mode="inline")
+
+    assert done.runs[0].result == {"counted": "kept.csv"} and done.runs[0].exception is None
+    exception = failed.runs[0].exception
+    assert isinstance(exception, RuntimeError) and str(exception) == "boom on raised.csv"
+    assert failed.runs[0].result is None
+    # a run skipped as done has neither: the handler did not run in this call
+    assert again.runs[0].skipped and again.runs[0].result is None
+    assert replace(done.runs[0], result="other") == done.runs[0]
 
 
 def test_permanent_failure_sends_run_failed_signal_with_permanent_true():
@@ -257,23 +256,6 @@ def test_celery_dispatch_inside_a_transaction_waits_for_commit(
 # --- celery hand-off bookkeeping (broker replaced by a recorder) ---------------------------
 
 
-class SentTasks:
-    """Stands in for the broker: records `apply_async` calls of one handler's task."""
-
-    def __init__(self, monkeypatch, handler_name: str, delay: float = 0.0) -> None:
-        from s3tasks.rules.registry import registry
-
-        self.calls: list[dict] = []
-        self.lock = threading.Lock()
-        self.delay = delay
-        monkeypatch.setattr(registry.get(handler_name).task, "apply_async", self.apply_async)
-
-    def apply_async(self, args=None, kwargs=None, **options):
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append({"args": args, **options})
-
-
 @pytest.mark.django_db(transaction=True)  # celery sends wait for commit
 def test_celery_dispatch_sends_json_args_to_the_routed_queue(monkeypatch, settings):
     sent = SentTasks(monkeypatch, "tests.dispatch.count")
@@ -373,7 +355,7 @@ def test_two_processes_dispatching_the_same_event_run_it_once():
         "import time, tests.handlers_for_dispatch as h\n"
         "from s3tasks.processing.dispatch import dispatch_event\n"
         "from s3tasks.rules.routing import Route\n"
-        "from tests.test_dispatch import make_event\n"
+        "from tests.factories import make_event\n"
         f"time.sleep(max(0, {start_at} - time.time()))\n"
         "o = dispatch_event(make_event('procs.csv'), routes=[Route('tests.dispatch.slow_count')],"
         " mode='inline')\n"

@@ -11,8 +11,10 @@ from django.db import connection
 from s3tasks import signals
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
 from s3tasks.processing.dispatch import BatchItem, dispatch_batch, dispatch_event
+from tests import handlers_for_dispatch
+from tests.celery_support import SentTasks
+from tests.factories import make_event, routes
 from tests.handlers_for_dispatch import RUNS_BUCKET, SimulatedCrash, runs_of
-from tests.test_dispatch import SentTasks, make_event, routes
 
 pytestmark = pytest.mark.django_db
 
@@ -215,7 +217,10 @@ def test_empty_batch_and_bad_mode():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_threads_dispatching_overlapping_batches_run_each_handler_once():
+def test_threads_dispatching_overlapping_batches_run_each_handler_once(monkeypatch):
+    monkeypatch.setattr(handlers_for_dispatch, "RIVALS_SEEN", [])
+    # the last batches run with no rival left: do not hold them long
+    monkeypatch.setattr(handlers_for_dispatch, "HOLD_FOR_RIVAL", 0.5)
     keys = [f"overlap-{i}.csv" for i in range(6)]
     # different subsets in different orders: lock order must not depend on arrival order
     batches = [keys[:4], list(reversed(keys[2:])), keys[1:5][::-1], keys[::2]]
@@ -247,6 +252,7 @@ def test_threads_dispatching_overlapping_batches_run_each_handler_once():
     assert [runs_of(RUNS_BUCKET, k) for k in keys] == [1] * len(keys)
     assert EventRecord.objects.count() == HandlerRun.objects.count() == len(keys)
     assert set(HandlerRun.objects.values_list("state", "attempts")) == {("succeeded", 1)}
+    assert any(handlers_for_dispatch.RIVALS_SEEN)  # some batch really waited on another's lock
 
 
 def test_a_batch_routed_to_a_handler_this_process_lacks_leaves_every_run_untouched():

@@ -11,7 +11,7 @@ from s3tasks.models import EventRecord, OutboxMessage
 from s3tasks.processing.execution import SwallowedDatabaseError, UndeclaredDatabaseUse, call_handler
 from s3tasks.processing.runs import new_record
 from s3tasks.rules.registry import Handler
-from tests.test_dispatch import make_event
+from tests.factories import make_event
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ PACKAGE = Path(s3tasks.__file__).parent
 # Lowest first. A module is matched by its longest listed prefix.
 LAYERS: list[tuple[str, ...]] = [
     # 1. the event value, settings, errors, plain helpers
-    ("events", "conf", "exceptions", "text", "signals", "outages", "storage"),
+    ("events", "conf", "exceptions", "text", "signals", "outages", "storage", "logs"),
     # 2. envelope parsing, models, the handler registry, the thin boto3 layer
     ("envelopes", "models", "migrations", "rules.registry", "rules.filters", "aws"),
     # 3. routing, follow-up commands, provisioning
@@ -23,8 +23,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("processing.runs", "processing.execution", "processing.dispatch"),
     # 5. the batch core shared by worker and Lambda, and what drives it again
     ("processing", "batch_jobs", "ops"),
-    # 6. entrypoints: thin wiring
-    ("worker", "lambda_handler", "management", "admin", "checks", "apps", "templatetags"),
+    # 6. entrypoints: thin wiring; `testing`, the helpers users' own tests import
+    (
+        "worker",
+        "lambda_handler",
+        "management",
+        "admin",
+        "checks",
+        "apps",
+        "templatetags",
+        "testing",
+    ),
 ]
 
 

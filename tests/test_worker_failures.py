@@ -12,7 +12,7 @@ import pytest
 
 from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
 from s3tasks.worker.memory_sqs import MemorySQS
-from tests.test_worker_loop import Recorder, consumer, make_queue
+from tests.worker_support import Recorder, consumer, make_queue
 
 
 def send(sqs: MemorySQS, url: str, *bodies: str) -> None:

@@ -1,43 +1,39 @@
 """Helpers shared by the worker tests and benchmark: S3 message bodies, rule rows, a worker
-subprocess, and polling until something is true."""
+subprocess, polling until something is true, and the worker loop on the in-memory SQS with a
+stand-in for `process_message`."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
+
+from s3tasks import testing
+from s3tasks.processing.messages import InboundMessage, MessageOutcome, Status
+from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
+from s3tasks.worker.memory_sqs import MemorySQS
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS_APP = "tests.worker_app"
-_sequence = itertools.count(1)
+EVENT_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def s3_record(bucket: str, key: str, *, event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
     """One S3 notification record as S3 sends it (key URL-encoded, unique sequencer)."""
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-01-02T03:04:05.000Z",
-        "eventName": event_name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "s3tasks-test",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {
-                "key": quote_plus(key, safe="/"),
-                "size": 3,
-                "eTag": "acbd18db4cc2f85cedef654fccc4a4d8",
-                "sequencer": f"{next(_sequence):016X}",
-            },
-        },
-    }
+    return testing.s3_record(
+        bucket,
+        key,
+        event_name=event_name,
+        size=3,
+        etag="acbd18db4cc2f85cedef654fccc4a4d8",
+        event_time=EVENT_TIME,
+    )
 
 
 def s3_body(bucket: str, *keys: str) -> str:
@@ -78,3 +74,42 @@ def start_worker(
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+
+
+# --- the worker loop on the in-memory SQS ---------------------------------------------------
+
+QUICK = {"wait_time": 0, "exit_when_idle": 0.3, "stats_interval": 60.0}
+
+
+class Recorder:
+    """A stand-in for `process_message`: records calls and concurrency, answers per body."""
+
+    def __init__(self, delay: float = 0.0, answers: dict[str, list[str]] | None = None) -> None:
+        self.delay = delay
+        self.answers = answers or {}
+        self.calls: list[InboundMessage] = []
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, message: InboundMessage, dispatch_mode: str | None = None) -> MessageOutcome:
+        with self._lock:
+            self.calls.append(message)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            planned = self.answers.get(str(message.body))
+            status = planned.pop(0) if planned else Status.HANDLED
+        time.sleep(self.delay)
+        with self._lock:
+            self.running -= 1
+        return MessageOutcome(message.message_id, status, events=1, error="planned")
+
+
+def make_queue(sqs: MemorySQS, name: str = "jobs", **attributes: str) -> str:
+    return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+
+
+def consumer(sqs: MemorySQS, process, *names: str, **options) -> Consumer:
+    client = SqsQueueClient(sqs)
+    queues = [client.resolve(n) for n in (names or ("jobs",))]
+    return Consumer(client, queues, WorkerOptions(**{**QUICK, **options}), process=process)
