@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -15,6 +14,7 @@ from s3tasks import signals
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
 from s3tasks.processing.dispatch import dispatch_event, retry_run
 from s3tasks.rules.routing import Route
+from tests import handlers_for_dispatch
 from tests.celery_support import SentTasks
 from tests.factories import make_event, routes
 from tests.handlers_for_dispatch import FOLLOWUP_BUCKET, RUNS_BUCKET, runs_of
@@ -322,7 +322,8 @@ def _race(target, count: int = 2) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_threads_dispatching_the_same_event_inline_run_it_once():
+def test_two_threads_dispatching_the_same_event_inline_run_it_once(monkeypatch):
+    monkeypatch.setattr(handlers_for_dispatch, "RIVALS_SEEN", [])
     event = make_event("race.csv")
     outcomes = []
     _race(
@@ -334,6 +335,7 @@ def test_two_threads_dispatching_the_same_event_inline_run_it_once():
     assert sorted(o.runs[0].skipped for o in outcomes) == [False, True]
     assert EventRecord.objects.filter(dedup_key=event.dedup_key).count() == 1
     assert HandlerRun.objects.count() == 1 and runs_of(RUNS_BUCKET, "race.csv") == 1
+    assert handlers_for_dispatch.RIVALS_SEEN == [True]  # the other thread waited on our run
 
 
 @pytest.mark.postgres
@@ -347,19 +349,24 @@ def test_two_threads_dispatching_the_same_event_to_celery_send_one_task(monkeypa
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_processes_dispatching_the_same_event_run_it_once():
+def test_two_processes_dispatching_the_same_event_run_it_once(tmp_path):
     from tests.conftest import ROOT, subprocess_env
 
-    start_at = time.time() + 4  # both processes are set up by then and start together
+    # A barrier across processes: each says it is ready, then waits for the other.
     code = (
-        "import time, tests.handlers_for_dispatch as h\n"
+        "import pathlib, time, tests.handlers_for_dispatch as h\n"
         "from s3tasks.processing.dispatch import dispatch_event\n"
         "from s3tasks.rules.routing import Route\n"
         "from tests.factories import make_event\n"
-        f"time.sleep(max(0, {start_at} - time.time()))\n"
+        "import os\n"
+        f"barrier = pathlib.Path({str(tmp_path)!r})\n"
+        "(barrier / str(os.getpid())).touch()\n"
+        "deadline = time.monotonic() + 60\n"
+        "while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
         "o = dispatch_event(make_event('procs.csv'), routes=[Route('tests.dispatch.slow_count')],"
         " mode='inline')\n"
-        "print('skipped' if o.runs[0].skipped else 'ran', o.ok)\n"
+        "print('skipped' if o.runs[0].skipped else 'ran', o.ok, h.RIVALS_SEEN)\n"
     )
     env = subprocess_env()
     procs = [
@@ -373,10 +380,11 @@ def test_two_processes_dispatching_the_same_event_run_it_once():
         )
         for _ in range(2)
     ]
-    results = [p.communicate(timeout=60) for p in procs]
+    results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     last_lines = sorted(out.strip().splitlines()[-1] for out, _ in results)
-    assert last_lines == ["ran True", "skipped True"]
+    # the process that ran saw the other one wait on its run: the race really happened
+    assert last_lines == ["ran True [True]", "skipped True []"]
     assert runs_of(RUNS_BUCKET, "procs.csv") == 1 and HandlerRun.objects.count() == 1
 
 
