@@ -12,7 +12,7 @@ The tree is in docs/dispatch.md ("Exceptions").
 
 from __future__ import annotations
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
 # --- what s3tasks raises ------------------------------------------------------------------
 
@@ -79,6 +79,27 @@ class ProvisioningError(S3TasksError):
 
 class QueueSelectionError(S3TasksError):
     """`sqs_worker` has no queue to consume, or one that cannot be found; the message says
+    what to do."""
+
+
+class RedriveError(S3TasksError):
+    """A dead-letter redrive cannot start: an unknown queue, or no way to tell where its
+    messages go; the message says what to name instead."""
+
+
+class UnverifiedSnsMessage(S3TasksError, PermissionDenied):
+    """A POST to the SNS endpoint is not a verifiably genuine SNS message for a topic s3tasks
+    knows (docs/sns-endpoint.md); the endpoint answers 403 and runs nothing."""
+
+
+class SnsVerificationUnavailable(S3TasksError, RuntimeError):
+    """The SNS endpoint cannot check or confirm a message right now (the signing certificate
+    or the SubscribeURL cannot be reached); it answers 503 so that SNS retries."""
+
+
+class BackfillError(S3TasksError):
+    """A backfill cannot start or go on: an unknown handler, nothing routed, a backfill that
+    cannot be resumed, a queue or manifest location that does not exist; the message says
     what to do."""
 
 
