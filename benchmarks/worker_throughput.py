@@ -105,13 +105,38 @@ def profile_one_thread(count: int) -> None:
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
 
 
+def pipeline_run(sqs, tag: str, count: int, concurrency: int, process=None) -> tuple[float, int]:
+    """Queue `count` events on MemorySQS queue "bench" and drain them with a `Consumer` (inline
+    dispatch, no-op handler); return (seconds, events handled)."""
+    from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
+    from tests.worker_support import s3_body
+
+    url = sqs.create_queue(QueueName="bench")["QueueUrl"]
+    for i in range(count):
+        sqs.send_message(QueueUrl=url, MessageBody=s3_body(BUCKET, f"{tag}/{i:06d}"))
+    client = SqsQueueClient(sqs)
+    options = WorkerOptions(
+        concurrency=concurrency, wait_time=0, dispatch="inline", stats_interval=3600
+    )
+    extra = {"process": process} if process else {}
+    consumer = Consumer(client, [client.resolve("bench")], options, **extra)
+    thread = threading.Thread(target=consumer.run)
+    began = time.perf_counter()
+    thread.start()
+    while consumer.stats.snapshot().deleted < count:
+        time.sleep(0.002)
+    took = time.perf_counter() - began
+    consumer.stop()
+    thread.join()
+    return took, consumer.stats.snapshot().events
+
+
 def ceiling_child(events: int, concurrency: int, profile: bool) -> dict:
     from django.db import connection
 
-    from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
     from s3tasks.worker.memory_sqs import MemorySQS
     from tests.worker_app.handlers import NOOP
-    from tests.worker_support import bind, s3_body
+    from tests.worker_support import bind
 
     meter = StatementMeter()
     meter.install()
@@ -119,26 +144,9 @@ def ceiling_child(events: int, concurrency: int, profile: bool) -> dict:
     try:
         bind(NOOP, BUCKET)
         sqs = MemorySQS()
-        url = sqs.create_queue(QueueName="bench")["QueueUrl"]
 
         def run(tag: str, count: int, process=None) -> tuple[float, int]:
-            for i in range(count):
-                sqs.send_message(QueueUrl=url, MessageBody=s3_body(BUCKET, f"{tag}/{i:06d}"))
-            client = SqsQueueClient(sqs)
-            options = WorkerOptions(
-                concurrency=concurrency, wait_time=0, dispatch="inline", stats_interval=3600
-            )
-            extra = {"process": process} if process else {}
-            consumer = Consumer(client, [client.resolve("bench")], options, **extra)
-            thread = threading.Thread(target=consumer.run)
-            began = time.perf_counter()
-            thread.start()
-            while consumer.stats.snapshot().deleted < count:
-                time.sleep(0.002)
-            took = time.perf_counter() - began
-            consumer.stop()
-            thread.join()
-            return took, consumer.stats.snapshot().events
+            return pipeline_run(sqs, tag, count, concurrency, process)
 
         run("warmup", 50)
         loop_took, loop_events = run("loop", events, parse_only)
