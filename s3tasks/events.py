@@ -17,6 +17,7 @@ class EventSource(StrEnum):
     EVENTBRIDGE = "eventbridge"
     BATCH_OPERATIONS = "batch_operations"
     ADMIN = "admin"  # sent from the admin's "send test event" action
+    BACKFILL = "backfill"  # an object already in the bucket, listed by `s3tasks_backfill`
     UNKNOWN = "unknown"
 
     # (value, label) pairs for `EventRecord.source` (not a member)
@@ -27,12 +28,16 @@ class EventSource(StrEnum):
             (EVENTBRIDGE, "EventBridge"),
             (BATCH_OPERATIONS, "S3 Batch Operations"),
             (ADMIN, "Admin test event"),
+            (BACKFILL, "Backfill"),
             (UNKNOWN, "Unknown"),
         ]
     )
 
 
 BATCH_OPERATIONS_EVENT_NAME = "BatchOperations:Invoke"
+# A backfill's S3-shaped record carries `{"s3tasks": {"backfill": id, "handlers": [...]}}`
+# beside S3's own fields: how the worker tells an enqueued backfill event from a notification.
+BACKFILL_RECORD_KEY = "s3tasks"
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,14 @@ class S3Event:
         """A stable id for this distinct event: equal for redeliveries of the same change.
 
         Built from bucket, key, version, sequencer and event name. moto omits `sequencer`
-        (real S3 always sends it), so then the ETag and event time stand in for it.
+        (real S3 always sends it), so then the ETag and event time stand in for it. A backfill
+        event is one per object version (its version id, else its ETag), whichever backfill
+        listed it, so running a backfill again runs nothing twice.
         """
         if self.batch is not None:
             change = f"batch:{self.batch.job_id}:{self.batch.task_id}"
+        elif self.source == EventSource.BACKFILL:
+            change = f"backfill:{self.etag}"
         elif self.sequencer:
             change = self.sequencer
         else:
@@ -83,6 +92,15 @@ class S3Event:
             change = f"{self.etag}@{when}"
         parts = (self.bucket, self.key, self.version_id, change, self.event_name)
         return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+    @property
+    def backfill_handlers(self) -> tuple[str, ...]:
+        """The handlers a backfill named (`--handler`); empty: the rules decide."""
+        if self.source != EventSource.BACKFILL:
+            return ()
+        marker = self.raw.get(BACKFILL_RECORD_KEY)
+        handlers = marker.get("handlers") if isinstance(marker, dict) else None
+        return tuple(handlers) if isinstance(handlers, list) else ()
 
     @property
     def is_created(self) -> bool:

@@ -41,6 +41,7 @@ def test_event_sources_are_a_str_enum_with_the_stored_values():
         "eventbridge",
         "batch_operations",
         "admin",
+        "backfill",
         "unknown",
     ]
     assert f"{EventSource.SNS}" == "sns" and json.dumps(EventSource.S3) == '"s3"'

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from s3tasks.envelopes.fields import excerpt, optional_str, parse_size, parse_time, required
 from s3tasks.envelopes.limits import checked_event
 from s3tasks.envelopes.shapes import MessageKind, ParsedMessage
-from s3tasks.events import EventSource, S3Event
+from s3tasks.events import BACKFILL_RECORD_KEY, EventSource, S3Event
 from s3tasks.exceptions import MalformedMessage
 
 
@@ -55,7 +55,24 @@ def _s3_record_event(record: Mapping[str, Any], where: str) -> S3Event:
         version_id=optional_str(obj, "versionId", object_where),
         sequencer=optional_str(obj, "sequencer", object_where),  # moto leaves it out
         region=optional_str(record, "awsRegion", where),
-        source=EventSource.S3,
+        source=_source_of(record, where),
         raw=dict(record),
     )
     return checked_event(event, where)
+
+
+def _source_of(record: Mapping[str, Any], where: str) -> str:
+    """`backfill` for the records `s3tasks_backfill --enqueue` sends (they carry an
+    `s3tasks` object naming the backfill and, maybe, its handlers); `s3` for S3's own."""
+    marker = record.get(BACKFILL_RECORD_KEY)
+    if marker is None:
+        return EventSource.S3
+    marker_where = f"{where}.{BACKFILL_RECORD_KEY}"
+    if not isinstance(marker, Mapping):
+        raise MalformedMessage(f"{marker_where}: expected an object, found {excerpt(marker)}")
+    handlers = marker.get("handlers", [])
+    if not isinstance(handlers, list) or not all(isinstance(h, str) and h for h in handlers):
+        raise MalformedMessage(
+            f"{marker_where}.handlers: expected a list of handler names, found {excerpt(handlers)}"
+        )
+    return EventSource.BACKFILL

@@ -15,10 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from s3tasks.events import S3Event
+from s3tasks.events import EventSource, S3Event
 from s3tasks.rules.filters import event_matches, normalize_event_pattern
 
 logger = logging.getLogger(__name__)
+
+# How an object can have been created. A backfill event (an object already in the bucket,
+# created we cannot tell how) matches a rule for any of them; removal rules never match it.
+CREATED_EVENT_NAMES = (
+    "ObjectCreated:Put",
+    "ObjectCreated:Post",
+    "ObjectCreated:Copy",
+    "ObjectCreated:CompleteMultipartUpload",
+)
 
 
 @dataclass(frozen=True)
@@ -77,16 +86,38 @@ class RuleIndex:
         self.rule_count = sum(len(r) for r in rules_by_bucket.values())
 
     def route(self, event: S3Event) -> list[Route]:
+        if event.source == EventSource.BACKFILL:
+            return self.route_backfill(event)
         index = self.buckets.get(event.bucket)
         if index is None:
             return []
         routes = index.match(event.event_name, event.key)
         if len(routes) < 2:
             return routes
-        unique: dict[str, Route] = {}
-        for r in routes:  # a handler runs once per event even if several rules match
-            unique.setdefault(r.handler_name, r)
-        return list(unique.values())
+        return _unique(routes)
+
+    def route_backfill(self, event: S3Event) -> list[Route]:
+        """The rules for any object creation; or, when the backfill named handlers, exactly
+        those (with the route of a rule that binds one, for its Celery queue)."""
+        index = self.buckets.get(event.bucket)
+        found = _unique(
+            [r for name in CREATED_EVENT_NAMES for r in index.match(name, event.key)]
+            if index is not None
+            else []
+        )
+        named = event.backfill_handlers
+        if not named:
+            return found
+        by_name = {r.handler_name: r for r in found}
+        return [by_name.get(name) or Route(handler_name=name) for name in dict.fromkeys(named)]
+
+
+def _unique(routes: list[Route]) -> list[Route]:
+    """A handler runs once per event even if several rules match (the first rule's route)."""
+    unique: dict[str, Route] = {}
+    for r in routes:
+        unique.setdefault(r.handler_name, r)
+    return list(unique.values())
 
 
 def load_index() -> RuleIndex:
