@@ -156,12 +156,14 @@ AWS_S3_REGION_NAME = S3TASKS["REGION"]
 AWS_S3_SIGNATURE_VERSION = "s3v4"
 AWS_S3_ADDRESSING_STYLE = "path"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "s3tasks": {"handlers": ["console"], "level": os.environ.get("S3TASKS_LOG", "INFO")}
-    },
-}
+# S3TASKS_LOG=DEBUG|INFO|WARNING… sets the level; S3TASKS_LOG=none leaves LOGGING unset, as in a
+# fresh project: s3tasks' commands then log to stderr by themselves (docs/worker.md, "Logs").
+_log_level = os.environ.get("S3TASKS_LOG", "INFO")
+if _log_level.lower() != "none":
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "loggers": {"s3tasks": {"handlers": ["console"], "level": _log_level}},
+    }

@@ -9,7 +9,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from s3tasks.conf import build_settings, get_settings
-from s3tasks.models import HandlerBinding, HandlerRun, NotificationRule
+from s3tasks.models import HandlerBinding, HandlerRun, NotificationRule, Queue
+from s3tasks.ops.cleanup import describe_age, retention_floor
 from s3tasks.provisioning.rule_entries import rule_filter_entries
 from s3tasks.rules.filters import FilterEntry, find_clashes, prefixes_overlap
 from s3tasks.rules.registry import default_registry
@@ -156,6 +157,44 @@ def _database_rule_messages() -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+@checks.register("s3tasks", checks.Tags.database)
+def check_history_retention(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """History kept for less time than SQS keeps messages: a message redelivered after its
+    event's row was deleted would run the event's handlers again.
+
+    Reads the `Queue` rows, so, like `check_rule_overlaps`, only when asked to check the
+    database they live in.
+    """
+    from django.db import DatabaseError, router
+
+    try:
+        retention = get_settings().HISTORY_RETENTION
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    if retention is None or not databases or router.db_for_read(Queue) not in databases:
+        return []
+    try:
+        floor = retention_floor()
+    except DatabaseError:
+        return []  # tables not migrated yet
+    if floor is None or retention >= floor.retention:
+        return []
+    return [
+        checks.Error(
+            f'S3TASKS["HISTORY_RETENTION"] is {describe_age(retention)}, shorter than the '
+            f"{describe_age(floor.retention)} SQS keeps messages in queue {floor.queue_name!r}: "
+            "an event's record could be deleted while SQS may still redeliver it, and its "
+            "handlers would run again.",
+            hint=f'Set S3TASKS["HISTORY_RETENTION"] to at least '
+            f"timedelta(seconds={floor.seconds}), or lower the queue's message retention "
+            "(Queue.message_retention_seconds, then sync_notifications).",
+            id="s3tasks.E006",
+        )
+    ]
 
 
 @checks.register("s3tasks")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +17,7 @@ from s3tasks.exceptions import S3TasksConfigurationError
 DISPATCH_MODES = ("celery", "inline")
 BATCH_RESULT_CODES = ("Succeeded", "TemporaryFailure", "PermanentFailure")
 EVENTBRIDGE_KEY_FORMS = ("verbatim", "url-encoded")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,23 @@ class S3TasksSettings:
     # How often each sqs_worker looks for runs past their lease (0 turns the timer off).
     RECOVERY_INTERVAL: float = 60.0
     RULES_CHECK_INTERVAL: float = 1.0
+    # History (events, ended runs, message failures, sent follow-ups) older than this is
+    # deleted by `s3tasks_cleanup` and the cleanup timer; None keeps it forever.
+    HISTORY_RETENTION: timedelta | None = timedelta(days=30)
+    # How often each sqs_worker runs one bounded cleanup pass (0, the default: never).
+    CLEANUP_INTERVAL: float = 0.0
+    # How commands and the Lambda entrypoint write their log lines when LOGGING sets none.
+    LOG_FORMAT: str = "text"
+    # The SNS HTTPS endpoint (docs/sns-endpoint.md): topics it accepts besides Topic rows,
+    # extra hosts for SigningCertURL/SubscribeURL (tests), the CA bundle of those fetches
+    # (None: the system store), the oldest Timestamp accepted, the fetch timeout (seconds),
+    # and the SignatureVersion values accepted.
+    SNS_TOPIC_ARNS: tuple[str, ...] = ()
+    SNS_CERT_HOSTS: tuple[str, ...] = ()
+    SNS_CA_BUNDLE: str | None = None
+    SNS_MAX_MESSAGE_AGE: timedelta = timedelta(hours=1)
+    SNS_FETCH_TIMEOUT: float = 5.0
+    SNS_SIGNATURE_VERSIONS: tuple[str, ...] = ("1", "2")
     STORAGE_OPTIONS: dict[str, Any] = field(default_factory=dict)
     WORKER: WorkerSettings = field(default_factory=WorkerSettings)
 
@@ -76,6 +97,76 @@ def _typed(name: str, value: Any, kind: type | tuple[type, ...], example: str) -
         raise S3TasksConfigurationError(
             f'S3TASKS["{name}"] is {value!r}; it must be like {example}.'
         )
+
+
+def _check_retention(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["HISTORY_RETENTION"] is {value!r}; it must be a positive '
+            "datetime.timedelta such as timedelta(days=30), or None to keep history forever."
+        )
+
+
+_SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
+_HOST_AND_PORT = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?")
+
+
+def _string_list(name: str, value: Any, pattern: re.Pattern[str], example: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["{name}"] is {value!r}; it must be a list such as {example}.'
+        )
+    for item in value:
+        if not isinstance(item, str) or not pattern.fullmatch(item):
+            raise S3TasksConfigurationError(
+                f'S3TASKS["{name}"] holds {item!r}; write entries like those of {example}.'
+            )
+    return tuple(value)
+
+
+def _check_sns(conf: S3TasksSettings) -> S3TasksSettings:
+    """Validate the SNS endpoint's settings; lists become tuples (the settings are frozen)."""
+    arns = _string_list(
+        "SNS_TOPIC_ARNS",
+        conf.SNS_TOPIC_ARNS,
+        _SNS_TOPIC_ARN,
+        '["arn:aws:sns:eu-west-1:123456789012:uploads"]',
+    )
+    hosts = _string_list(
+        "SNS_CERT_HOSTS", conf.SNS_CERT_HOSTS, _HOST_AND_PORT, '["127.0.0.1:8443"]'
+    )
+    if conf.SNS_CA_BUNDLE is not None:
+        _typed("SNS_CA_BUNDLE", conf.SNS_CA_BUNDLE, str, '"/etc/ssl/certs/ca-certificates.crt"')
+        if not os.path.isfile(conf.SNS_CA_BUNDLE):
+            raise S3TasksConfigurationError(
+                f'S3TASKS["SNS_CA_BUNDLE"] is {conf.SNS_CA_BUNDLE!r}, which is not a file; '
+                "name a PEM file of CA certificates, or leave it unset to use the system store."
+            )
+    age = conf.SNS_MAX_MESSAGE_AGE
+    if not isinstance(age, timedelta) or age <= timedelta(0):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["SNS_MAX_MESSAGE_AGE"] is {age!r}; it must be a positive '
+            "datetime.timedelta such as timedelta(hours=1)."
+        )
+    _typed("SNS_FETCH_TIMEOUT", conf.SNS_FETCH_TIMEOUT, (int, float), "5.0")
+    if conf.SNS_FETCH_TIMEOUT <= 0:
+        raise S3TasksConfigurationError('S3TASKS["SNS_FETCH_TIMEOUT"] must be above 0 seconds.')
+    versions = conf.SNS_SIGNATURE_VERSIONS
+    if (
+        isinstance(versions, str)
+        or not isinstance(versions, list | tuple)
+        or not versions
+        or not set(versions) <= {"1", "2"}
+    ):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["SNS_SIGNATURE_VERSIONS"] is {versions!r}; set ["1", "2"] (both), or '
+            '["2"] to accept only SHA256 signatures.'
+        )
+    return replace(
+        conf, SNS_TOPIC_ARNS=arns, SNS_CERT_HOSTS=hosts, SNS_SIGNATURE_VERSIONS=tuple(versions)
+    )
 
 
 def _build_worker(raw: Any) -> WorkerSettings:
@@ -142,6 +233,7 @@ def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
         )
     _choice("BATCH_TREAT_MISSING_KEYS_AS", conf.BATCH_TREAT_MISSING_KEYS_AS, BATCH_RESULT_CODES)
     _choice("EVENTBRIDGE_KEYS", conf.EVENTBRIDGE_KEYS, EVENTBRIDGE_KEY_FORMS)
+    _choice("LOG_FORMAT", conf.LOG_FORMAT, LOG_FORMATS)
     if conf.BATCH_HANDLER is not None:
         _typed("BATCH_HANDLER", conf.BATCH_HANDLER, str, '"myapp.handlers.resize"')
     _typed("MAX_RETRIES", conf.MAX_RETRIES, int, "3")
@@ -158,8 +250,14 @@ def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
             'S3TASKS["RECOVERY_INTERVAL"] must be 0 (off) or more seconds, e.g. 60.'
         )
     _typed("RULES_CHECK_INTERVAL", conf.RULES_CHECK_INTERVAL, (int, float), "1.0")
+    _check_retention(conf.HISTORY_RETENTION)
+    _typed("CLEANUP_INTERVAL", conf.CLEANUP_INTERVAL, (int, float), "3600")
+    if conf.CLEANUP_INTERVAL < 0:
+        raise S3TasksConfigurationError(
+            'S3TASKS["CLEANUP_INTERVAL"] must be 0 (off) or more seconds, e.g. 3600.'
+        )
     _typed("STORAGE_OPTIONS", conf.STORAGE_OPTIONS, dict, '{"addressing_style": "path"}')
-    return conf
+    return _check_sns(conf)
 
 
 @lru_cache(maxsize=1)

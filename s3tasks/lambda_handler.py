@@ -107,7 +107,8 @@ def release_stale_connections() -> None:
 
 
 def setup_django() -> None:
-    """Configure Django once per container; say what to set when the settings are unknown."""
+    """Configure Django and s3tasks' logs once per container; say what to set when the
+    settings are unknown."""
     global _django_ready
     if _django_ready:
         return
@@ -125,6 +126,10 @@ def setup_django() -> None:
         import django
 
         django.setup()
+    from s3tasks.logs import configure_command_logging
+
+    # stderr, unless LOGGING or the Lambda runtime already put a handler in place (docs/lambda.md)
+    configure_command_logging()
     _django_ready = True
 
 

@@ -17,8 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("events", "conf", "exceptions", "text", "signals", "outages", "storage", "logs"),
     # 2. envelope parsing, models, the handler registry, the thin boto3 layer
     ("envelopes", "models", "migrations", "rules.registry", "rules.filters", "aws"),
-    # 3. routing, follow-up commands, provisioning
-    ("rules", "followups", "provisioning", "emulator"),
+    # 3. routing, follow-up commands, provisioning, SNS message verification
+    ("rules", "followups", "provisioning", "emulator", "sns"),
     # 4. dispatch: records, dedupe, Celery or inline
     ("processing.runs", "processing.execution", "processing.dispatch"),
     # 5. the batch core shared by worker and Lambda, and what drives it again
@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
         "apps",
         "templatetags",
         "testing",
+        "sns.views",
+        "urls",
     ),
 ]
 

@@ -115,7 +115,11 @@ def _parse(message: InboundMessage) -> MessageOutcome | tuple[S3Event, ...]:
         logger.exception("s3tasks: parsing message %s failed unexpectedly", message.message_id)
         return _malformed(message, f"could not be parsed ({type(exc).__name__}: {exc})"[:2000])
     if parsed.is_test_event:
-        logger.info("s3tasks: s3:TestEvent in message %s acknowledged", message.message_id)
+        logger.info(
+            "s3tasks: s3:TestEvent in message %s acknowledged",
+            message.message_id,
+            extra=_message_fields(message, Status.TEST_EVENT),
+        )
         return MessageOutcome(message.message_id, Status.TEST_EVENT)
     return parsed.events
 
@@ -127,8 +131,19 @@ def _malformed(message: InboundMessage, reason: str) -> MessageOutcome:
         message.queue_name or "?",
         message.receive_count,
         reason,
+        extra=_message_fields(message, Status.MALFORMED),
     )
     return MessageOutcome(message.message_id, Status.MALFORMED, error=reason)
+
+
+def _message_fields(message: InboundMessage, status: Status) -> dict[str, Any]:
+    """The `extra=` of a log line about a whole message (JSON logs show these fields)."""
+    return {
+        "message_id": message.message_id,
+        "queue": message.queue_name,
+        "receive_count": message.receive_count,
+        "outcome": str(status),
+    }
 
 
 Todo = Sequence[tuple[int, InboundMessage, tuple[S3Event, ...]]]

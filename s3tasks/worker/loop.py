@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ class Consumer:
         record_malformed: Callable[[ReceivedMessage, MessageOutcome], None] | None = None,
         relay: Callable[[], Any] | None = None,
         recover: Callable[[], Any] | None = None,
+        cleanup: Callable[[], Any] | None = None,
         probe: Probe | None = None,
+        hints: Sequence[str] = (),
     ) -> None:
         if not queues:
             raise ValueError("Consumer needs at least one queue.")
@@ -75,7 +78,9 @@ class Consumer:
         self._record_malformed = record_malformed
         self._relay = relay
         self._recover = recover
+        self._cleanup = cleanup
         self.gate = OutageGate(probe or _always_up)
+        self.hints = list(hints)  # advice for the operator, named on the start line
         self._slots = Slots(options.concurrency, options.max_messages)
         self._work: queue.SimpleQueue[list[ReceivedMessage] | None] = queue.SimpleQueue()
         self.stop_receiving = threading.Event()  # no receive starts once this is set
@@ -104,20 +109,17 @@ class Consumer:
         self._receivers = [
             _thread(self._receive_loop, f"s3tasks-receive-{q.name}", q) for q in self.queues
         ]
-        logger.info(
-            "s3tasks worker: consuming %s with %d workers (batch %d, wait %ds, visibility %ds)",
-            ", ".join(q.name for q in self.queues),
-            self.options.concurrency,
-            self.options.batch_size,
-            self.options.wait_time,
-            self.options.visibility_timeout,
-        )
+        self._log_start()
         try:
             self._watch()
         finally:
             self._shutdown(workers, acker, periodic)
         final = self.stats.snapshot(len(self.inflight))
-        logger.info("s3tasks worker: stopped; %s", self.stats.line(len(self.inflight)))
+        logger.info(
+            "s3tasks worker: stopped; %s",
+            self.stats.line(len(self.inflight)),
+            extra={"counts": asdict(final)},
+        )
         return final
 
     def stop(self, *, abandon_unstarted: bool = True) -> None:
@@ -127,6 +129,27 @@ class Consumer:
             self.abandon_unstarted.set()
 
     # --- main thread -------------------------------------------------------------------------
+
+    def _log_start(self) -> None:
+        names = [q.name for q in self.queues]
+        dispatch = self.options.dispatch or "S3TASKS['DISPATCH']"
+        logger.info(
+            "s3tasks worker: consuming %s (dispatch %s, concurrency %d, batch %d, wait %ds, "
+            "visibility %ds)%s",
+            ", ".join(names),
+            dispatch,
+            self.options.concurrency,
+            self.options.batch_size,
+            self.options.wait_time,
+            self.options.visibility_timeout,
+            "".join(f"; hint: {hint}" for hint in self.hints),
+            extra={
+                "queues": names,
+                "dispatch": dispatch,
+                "concurrency": self.options.concurrency,
+                "hints": self.hints,
+            },
+        )
 
     def _watch(self) -> None:
         idle_limit = self.options.exit_when_idle
@@ -152,6 +175,13 @@ class Consumer:
         self, workers: list[threading.Thread], acker: threading.Thread, periodic: list[Periodic]
     ) -> None:
         self.stop_receiving.set()
+        held = len(self.inflight)
+        logger.info(
+            "s3tasks worker: shutting down: waiting up to %.0fs for %d in-flight message(s)",
+            self.options.shutdown_timeout,
+            held,
+            extra={"in_flight": held},
+        )
         deadline = time.monotonic() + self.options.shutdown_timeout
         # Wait for receivers too: a long poll already under way may still return messages,
         # which are then handed back (signal) or handled (idle exit) rather than left hidden.
@@ -205,11 +235,8 @@ class Consumer:
                 logger.warning("s3tasks worker: second %s, exiting now", name)
                 os._exit(1)
             logger.info(
-                "s3tasks worker: %s received; no more receives, finishing %d in-flight "
-                "message(s) (up to %.0fs; send it again to exit at once)",
+                "s3tasks worker: %s received; no more receives (send it again to exit at once)",
                 name,
-                len(self.inflight),
-                self.options.shutdown_timeout,
             )
             self.stop()
 
@@ -354,6 +381,10 @@ class Consumer:
             tasks.append(
                 Periodic("s3tasks-recover", self.options.recovery_interval, self._recover_if_up)
             )
+        if self._cleanup is not None and self.options.cleanup_interval > 0:
+            tasks.append(
+                Periodic("s3tasks-cleanup", self.options.cleanup_interval, self._cleanup_if_up)
+            )
         for task in tasks:
             task.start()
         return tasks
@@ -370,6 +401,10 @@ class Consumer:
     def _recover_if_up(self) -> None:
         if self.gate.is_open and self._recover is not None:
             self._recover()
+
+    def _cleanup_if_up(self) -> None:
+        if self.gate.is_open and self._cleanup is not None:
+            self._cleanup()
 
     def _log_stats(self) -> None:
         logger.info("s3tasks worker: %s", self.stats.line(len(self.inflight)))

@@ -42,6 +42,7 @@ class WorkerOptions:
     outbox_interval: float = 5.0
     receive_error_backoff: float = 1.0  # first pause after a failed receive; doubles up to 30 s
     recovery_interval: float = S3TasksSettings.RECOVERY_INTERVAL  # 0 = never
+    cleanup_interval: float = S3TasksSettings.CLEANUP_INTERVAL  # 0 = never
     outage_release: int = 10  # visibility of messages released while a service is down
     defer_release: int = 2  # visibility of messages left for a worker that has the handler
 
@@ -61,6 +62,7 @@ class WorkerOptions:
             max_backoff=worker.MAX_BACKOFF,
             backoff_base=float(conf.RETRY_BACKOFF),
             recovery_interval=float(conf.RECOVERY_INTERVAL),
+            cleanup_interval=float(conf.CLEANUP_INTERVAL),
         )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)

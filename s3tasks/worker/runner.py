@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.db import close_old_connections, router
@@ -16,6 +17,7 @@ from s3tasks.conf import get_settings
 from s3tasks.exceptions import QueueSelectionError
 from s3tasks.followups.outbox import relay_outbox
 from s3tasks.models import HandlerRun, Queue
+from s3tasks.ops.cleanup import cleanup_history, retention_floor
 from s3tasks.ops.recovery import recover_stuck_runs
 from s3tasks.outages import probe_broker, probe_database
 from s3tasks.processing.message_failures import record_message_failure
@@ -25,6 +27,7 @@ from s3tasks.worker.options import WorkerOptions
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
 
 logger = logging.getLogger("s3tasks.worker")
+CLEANUP_PASS_SECONDS = 300.0  # the longest one cleanup timer pass works
 
 
 def configured_queue_names() -> list[str]:
@@ -90,8 +93,8 @@ def outbox_relay() -> Callable[[], None]:
     return relay
 
 
-def warn_about_connection_age() -> None:
-    """Say so when `CONN_MAX_AGE=0` makes every message open a new database connection.
+def connection_hints() -> list[str]:
+    """A hint per database whose `CONN_MAX_AGE=0` makes every message open a new connection.
 
     The worker calls `close_old_connections()` around each message, which honours
     `CONN_MAX_AGE` exactly as a request would: with 0 (Django's default) that is a reconnect
@@ -99,13 +102,12 @@ def warn_about_connection_age() -> None:
     """
     from django.db import connections
 
-    for alias in connections:
-        if connections[alias].settings_dict.get("CONN_MAX_AGE", 0) == 0:
-            logger.info(
-                "s3tasks worker: DATABASES[%r]['CONN_MAX_AGE'] is 0, so each message opens a "
-                "new database connection; set it to e.g. 60 for workers (docs/worker.md)",
-                alias,
-            )
+    return [
+        f"DATABASES[{alias!r}]['CONN_MAX_AGE'] is 0, so each message opens a new database "
+        "connection; set it to e.g. 60 for workers (docs/worker.md)"
+        for alias in connections
+        if connections[alias].settings_dict.get("CONN_MAX_AGE", 0) == 0
+    ]
 
 
 def build_consumer(
@@ -114,11 +116,14 @@ def build_consumer(
     """A `Consumer` on the given (or configured) queues with malformed-message recording."""
     sqs = SqsQueueClient(client)
     queues = resolve_queues(sqs, names_or_urls)
+    # Settled once, so the start line names the mode every batch of this process uses.
+    options = replace(options, dispatch=options.dispatch or get_settings().DISPATCH)
     kwargs.setdefault("record_malformed", record_malformed)
     kwargs.setdefault("relay", outbox_relay())
     kwargs.setdefault("recover", recovery_pass(options.dispatch))
+    kwargs.setdefault("cleanup", cleanup_pass())
     kwargs.setdefault("probe", service_probe(options.dispatch))
-    warn_about_connection_age()
+    kwargs.setdefault("hints", connection_hints())
     return Consumer(sqs, queues, options, **kwargs)
 
 
@@ -133,6 +138,31 @@ def recovery_pass(dispatch: str | None) -> Callable[[], None]:
             close_old_connections()
 
     return recover
+
+
+def cleanup_pass() -> Callable[[], None]:
+    """The cleanup timer's body: one pass of `s3tasks.ops.cleanup`, at most
+    `CLEANUP_PASS_SECONDS` long (the next pass goes on), while HISTORY_RETENTION is set."""
+
+    def clean() -> None:
+        retention = get_settings().HISTORY_RETENTION
+        if retention is None:
+            return
+        close_old_connections()
+        try:
+            floor = retention_floor()
+            if floor is not None and retention < floor.retention:
+                logger.error(
+                    "s3tasks worker: not cleaning up: HISTORY_RETENTION is shorter than queue "
+                    "%s's message retention (system check s3tasks.E006)",
+                    floor.queue_name,
+                )
+                return
+            cleanup_history(retention, max_seconds=CLEANUP_PASS_SECONDS)
+        finally:
+            close_old_connections()
+
+    return clean
 
 
 def service_probe(dispatch: str | None) -> Callable[[], str | None]:

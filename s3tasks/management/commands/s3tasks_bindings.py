@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 from s3tasks.rules.code_bindings import compute_bindings_plan, sync_code_bindings
 
 EXIT_CHANGES_PENDING = 2
@@ -39,9 +40,12 @@ class Command(BaseCommand):
             dest="interactive",
             help="Apply without asking for confirmation (the default when stdin is not a TTY).",
         )
+        add_log_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django.db import DatabaseError
+
+        configure_command_logging(options["verbosity"], options["log_format"])
 
         try:
             plan = compute_bindings_plan()

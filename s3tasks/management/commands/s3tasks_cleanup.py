@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_duration
 
 from s3tasks.conf import get_settings
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 from s3tasks.ops.cleanup import (
     DEFAULT_BATCH_SIZE,
     CleanupReport,
@@ -68,8 +69,10 @@ class Command(BaseCommand):
             metavar="N",
             help=f"Rows per DELETE and per transaction (default {DEFAULT_BATCH_SIZE}).",
         )
+        add_log_format_argument(parser)
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        configure_command_logging(opts["verbosity"], opts["log_format"])
         if opts["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         older_than = self._older_than(opts["older_than"])

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from s3tasks.conf import DISPATCH_MODES
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 from s3tasks.ops.recovery import recover_stuck_runs
 
 
@@ -38,9 +39,10 @@ class Command(BaseCommand):
             choices=DISPATCH_MODES,
             help="Re-send to Celery or run inline in this process (default S3TASKS['DISPATCH']).",
         )
+        add_log_format_argument(parser)
 
     def handle(self, *args: Any, **opts: Any) -> None:
-
+        configure_command_logging(opts["verbosity"], opts["log_format"])
         if opts["older_than"] is not None and opts["older_than"] < 0:
             raise CommandError("--older-than must be 0 or more seconds.")
         if opts["limit"] < 1:

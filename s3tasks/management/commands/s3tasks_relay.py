@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
 from s3tasks.followups.outbox import relay_outbox
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 
 
 class Command(BaseCommand):
@@ -30,8 +31,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--limit", type=int, default=100, help="Most entries to send per pass (default 100)."
         )
+        add_log_format_argument(parser)
 
     def handle(self, *args: Any, once: bool, interval: float, limit: int, **options: Any) -> None:
+        configure_command_logging(options["verbosity"], options["log_format"])
         if interval <= 0 or limit < 1:
             raise CommandError("--interval must be > 0 and --limit at least 1.")
         if once:

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from s3tasks.checks import rules_database
 from s3tasks.conf import DISPATCH_MODES
 from s3tasks.exceptions import S3TasksConfigurationError
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 from s3tasks.rules.code_bindings import add_missing_code_bindings
 from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
 
@@ -81,6 +82,7 @@ class Command(BaseCommand):
             "probes.",
         )
         parser.add_argument("--stats-interval", type=float, help="Seconds between stats log lines.")
+        add_log_format_argument(parser)
 
     def get_check_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         # Opt into the checks that read the rules (as `migrate` does): a binding to a handler
@@ -90,6 +92,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         from s3tasks.aws import client
 
+        configure_command_logging(opts["verbosity"], opts["log_format"])
         try:
             options = WorkerOptions.from_settings(
                 concurrency=opts["concurrency"],

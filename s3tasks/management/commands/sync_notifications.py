@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from s3tasks.exceptions import S3TasksError
+from s3tasks.logs import add_log_format_argument, configure_command_logging
 from s3tasks.provisioning import service
 from s3tasks.provisioning.apply import blocked_message
 from s3tasks.provisioning.text import render_plan
@@ -85,9 +86,10 @@ class Command(BaseCommand):
             dest="interactive",
             help="Apply without asking for confirmation (the default when stdin is not a TTY).",
         )
+        add_log_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-
+        configure_command_logging(options["verbosity"], options["log_format"])
         try:
             if options["print_iam_policy"]:
                 policies = service.iam_policies(

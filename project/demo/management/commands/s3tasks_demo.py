@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from project.demo.launcher import INNER_FLAG, INTERRUPTED, launch
+from s3tasks.logs import configure_command_logging
 
 
 class Command(BaseCommand):
@@ -49,6 +50,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        configure_command_logging(options["verbosity"])
         data_dir = Path(options["data_dir"]).resolve()
         if os.environ.get(INNER_FLAG) == "1":
             from project.demo.loop import run_loop
