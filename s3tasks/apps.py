@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -26,14 +26,20 @@ class S3TasksConfig(AppConfig):
             Subscription,
             Topic,
         )
+        from s3tasks.models.drift import note_delete, note_save
+        from s3tasks.ops import backfill_tasks
         from s3tasks.processing import celery_tasks
         from s3tasks.rules.routing import rules_changed
 
         for model in (Bucket, Topic, Queue, Subscription, NotificationRule, HandlerBinding):
             post_save.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-save")
             post_delete.connect(rules_changed, sender=model, dispatch_uid=f"s3tasks-{model}-del")
+        for model in (Bucket, Topic, Queue, Subscription, NotificationRule):  # edits sync applies
+            pre_save.connect(note_save, sender=model, dispatch_uid=f"s3tasks-{model}-drift")
+            post_delete.connect(note_delete, sender=model, dispatch_uid=f"s3tasks-{model}-gone")
         post_migrate.connect(_sync_code_bindings, sender=self, dispatch_uid="s3tasks-code")
         celery_tasks.install()  # before autodiscovery: a Celery worker needs every task name
+        backfill_tasks.install()
         autodiscover_modules("handlers")
 
 

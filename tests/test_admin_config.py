@@ -3,15 +3,18 @@ enable/disable actions and the "Which handlers would run?" tool, including permi
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import pytest
 from admin_support import login_staff
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, RulesVersion, Topic
 from s3tasks.models.config import SyncStatus
 from s3tasks.rules.code_bindings import sync_code_bindings
+from s3tasks.rules.filters import S3_EVENT_TYPES
 
 IMPORT_CSV = "project.demo.handlers.import_csv"
 FORGET_CSV = "project.demo.handlers.forget_csv"
@@ -81,7 +84,7 @@ def rule_post(bucket: Bucket, handler: str, **fields) -> dict:
     data = {
         "name": "from the admin",
         "bucket": bucket.pk,
-        "events": '["s3:ObjectCreated:*"]',
+        "events": ["s3:ObjectCreated:*"],
         "prefix": "uploads/",
         "suffix": "",
         "enabled": "on",
@@ -272,3 +275,89 @@ def test_which_handlers_form_rejects_unknown_event_names(admin_client):
         {"bucket": "photos", "key": "x", "event_name": "ObjectCreated:*"},
     )
     assert "Select a valid choice" in response.content.decode()
+
+
+# --- the rule's events as checkboxes; a rule's link to its runs ------------------------------
+
+
+def test_rule_form_offers_every_s3_event_type_as_a_checkbox_not_a_json_textarea(admin_client):
+    page = admin_client.get(reverse("admin:s3tasks_notificationrule_add")).content.decode()
+    assert '<textarea name="events"' not in page
+    for name in S3_EVENT_TYPES:
+        assert f'type="checkbox" name="events" value="s3:{name}"' in page, name
+    assert "<label>ObjectCreated</label>" in page  # grouped by family
+
+
+def test_rule_change_form_checks_the_stored_events_in_either_spelling(admin_client):
+    rule = admin_rule()
+    NotificationRule.objects.filter(pk=rule.pk).update(
+        events=["ObjectCreated:*", "s3:ObjectRemoved:Delete"]
+    )
+    url = reverse("admin:s3tasks_notificationrule_change", args=[rule.pk])
+    page = admin_client.get(url).content.decode()
+    checked = re.findall(r'name="events" value="([^"]+)"[^>]*checked', page)
+    assert checked == ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"]
+
+
+def test_checked_events_are_saved_as_a_list_of_s3_names(admin_client):
+    bucket = Bucket.objects.create(name="photos")
+    events = ["s3:ObjectCreated:Put", "s3:ObjectRemoved:*"]
+    response = admin_client.post(
+        reverse("admin:s3tasks_notificationrule_add"),
+        rule_post(bucket, IMPORT_CSV, events=events),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert NotificationRule.objects.get(name="from the admin").events == events
+
+
+@pytest.mark.parametrize(
+    ("events", "error"),
+    [
+        ([], "Choose at least one S3 event"),
+        (["s3:ObjectCreated:Upload"], "Select a valid choice"),
+        ('["s3:ObjectCreated:*"]', "Select a valid choice"),  # the old JSON text
+    ],
+)
+def test_a_rule_needs_checked_s3_event_names(admin_client, events, error):
+    bucket = Bucket.objects.create(name="photos")
+    response = admin_client.post(
+        reverse("admin:s3tasks_notificationrule_add"),
+        rule_post(bucket, IMPORT_CSV, events=events),
+    )
+    assert response.status_code == 200 and error in response.content.decode()
+    assert not NotificationRule.objects.filter(name="from the admin").exists()
+
+
+def test_resaving_a_rule_with_the_same_events_in_the_short_spelling_changes_nothing(
+    admin_client,
+):
+    rule = admin_rule()
+    NotificationRule.objects.filter(pk=rule.pk).update(events=["ObjectCreated:*"])
+    url = reverse("admin:s3tasks_notificationrule_change", args=[rule.pk])
+    binding = rule.bindings.get()
+    data = rule_post(
+        rule.bucket,
+        IMPORT_CSV,
+        name="thumbnails",
+        prefix="raw/",
+        events=["s3:ObjectCreated:*"],
+        **{"bindings-0-id": binding.pk, "bindings-0-rule": rule.pk},
+    )
+    data["bindings-INITIAL_FORMS"] = "1"
+    assert admin_client.post(url, data).status_code == 302
+    assert LogEntry.objects.latest("pk").get_change_message() == "No fields changed."
+
+
+def test_a_rule_links_to_its_runs_from_its_page_and_the_list(admin_client):
+    rule = admin_rule()
+    runs = reverse("admin:s3tasks_handlerrun_changelist") + f"?rule={rule.pk}"
+    change = reverse("admin:s3tasks_notificationrule_change", args=[rule.pk])
+    assert f'href="{runs}"' in admin_client.get(change).content.decode()
+    listing = reverse("admin:s3tasks_notificationrule_changelist")
+    assert f'href="{runs}"' in admin_client.get(listing).content.decode()
+
+
+def test_a_rule_declared_in_code_links_to_its_runs_too(admin_client, code_rules):
+    rule = code_rules.first()
+    page = admin_client.get(reverse("admin:s3tasks_notificationrule_change", args=[rule.pk]))
+    assert f"?rule={rule.pk}" in page.content.decode()

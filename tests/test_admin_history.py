@@ -23,6 +23,7 @@ from s3tasks.models import (
 )
 from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.rules.registry import s3_handler
+from s3tasks.text import duration_text
 from tests.factories import make_event
 
 pytestmark = pytest.mark.django_db
@@ -321,3 +322,144 @@ def test_malformed_messages_have_their_own_read_only_page(admin_client):
     ).content.decode()
     assert "second line" in detail and "&quot;not&quot;" in detail and 'name="_save"' not in detail
     assert admin_client.get(reverse("admin:s3tasks_messagefailure_add")).status_code == 403
+
+
+# --- durations, the run list's cells, runs by rule, coloured test-event messages ------------
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "text"),
+    [
+        (None, "—"),
+        (0.2, "< 1 ms"),
+        (209.909, "210 ms"),
+        (999.6, "1 s"),
+        (1500, "1.5 s"),
+        (12_345, "12.3 s"),
+        (60_000, "1 min"),
+        (123_000, "2 min 3 s"),
+        (3_600_000, "1 h"),
+        (7_380_000, "2 h 3 min"),
+    ],
+)
+def test_durations_are_said_the_way_people_read_them(milliseconds, text):
+    assert duration_text(milliseconds) == text
+
+
+def test_run_list_and_page_show_humanized_durations_with_the_exact_value_on_hover(
+    admin_client, failed_run
+):
+    HandlerRun.objects.filter(pk=failed_run.pk).update(duration_ms=209.909)
+    HandlerRun.objects.filter(handler_name=STEADY).update(duration_ms=123_000)
+    listing = admin_client.get(reverse("admin:s3tasks_handlerrun_changelist")).content.decode()
+    assert '<span title="209.909 ms">210 ms</span>' in listing
+    assert "2 min 3 s" in listing
+    page = admin_client.get(reverse("admin:s3tasks_handlerrun_change", args=[failed_run.pk]))
+    assert '<span title="209.909 ms">210 ms</span>' in page.content.decode()
+    event = reverse("admin:s3tasks_eventrecord_change", args=[failed_run.event_id])
+    assert '<span title="209.909 ms">210 ms</span>' in admin_client.get(event).content.decode()
+
+
+def test_run_list_clips_long_keys_and_errors_keeping_the_whole_text_in_a_title(
+    admin_client, bound_bucket
+):
+    key = "in/" + "deeply/nested/folder/" * 6 + "the file.csv"
+    dispatch_event(make_event(key, bucket="reports"))
+    listing = admin_client.get(reverse("admin:s3tasks_handlerrun_changelist")).content.decode()
+    assert f'<span title="s3://reports/{key}">…' in listing
+    assert "the file.csv</span>" in listing
+    error = HandlerRun.objects.get(handler_name=FLAKY).error.splitlines()[0]
+    assert len(error) > 80
+    assert f'<span title="{error}">{error[:79]}…</span>' in listing
+
+
+def test_run_list_shows_attempts_beside_the_state_once_a_run_was_retried(admin_client, failed_run):
+    retry(admin_client, [failed_run])
+    listing = admin_client.get(reverse("admin:s3tasks_handlerrun_changelist")).content.decode()
+    assert "2 attempts" in listing
+
+
+def test_runs_filtered_by_rule_are_those_its_filters_route_to_its_handlers(admin_client):
+    with_rules = Bucket.objects.create(name="reports")
+    csv_rule = NotificationRule.objects.create(
+        bucket=with_rules, events=["s3:ObjectCreated:*"], prefix="in/", suffix=".csv"
+    )
+    HandlerBinding.objects.create(rule=csv_rule, handler_name=STEADY)
+    removals = NotificationRule.objects.create(
+        bucket=with_rules, events=["s3:ObjectRemoved:Delete"], prefix="in/"
+    )
+    HandlerBinding.objects.create(rule=removals, handler_name=STEADY)
+    record = partial(EventRecord.objects.create, bucket="reports", source=EventSource.S3)
+    routed = [
+        record(dedup_key="1", key="in/a.csv", event_name="ObjectCreated:Put"),
+        record(dedup_key="2", key="in/b.csv", event_name="ObjectCreated:Post"),
+    ]
+    others = [
+        record(dedup_key="3", key="in/a.txt", event_name="ObjectCreated:Put"),  # suffix
+        record(dedup_key="4", key="out/a.csv", event_name="ObjectCreated:Put"),  # prefix
+        record(dedup_key="5", key="in/a.csv", event_name="ObjectRemoved:Delete"),  # event
+        EventRecord.objects.create(  # another bucket
+            dedup_key="6", bucket="other", key="in/a.csv", event_name="ObjectCreated:Put"
+        ),
+    ]
+    for event in [*routed, *others]:
+        HandlerRun.objects.create(event=event, handler_name=STEADY)
+    HandlerRun.objects.create(event=routed[0], handler_name=FLAKY)  # not bound to the rule
+    url = reverse("admin:s3tasks_handlerrun_changelist")
+    found = admin_client.get(url, {"rule": csv_rule.pk}).context["cl"].result_list
+    assert {(run.event.key, run.handler_name) for run in found} == {
+        ("in/a.csv", STEADY),
+        ("in/b.csv", STEADY),
+    }
+    removed = admin_client.get(url, {"rule": removals.pk}).context["cl"].result_list
+    assert [run.event.dedup_key for run in removed] == ["5"]
+    assert admin_client.get(url, {"rule": 999_999}).context["cl"].result_count == 0
+
+
+def messages_of(response) -> list[tuple[str, str]]:
+    return [(m.level_tag, str(m)) for m in response.context["messages"]]
+
+
+def test_send_test_event_reports_success_in_the_success_colour(admin_client, bound_bucket):
+    BROKEN["on"] = False
+    response = admin_client.post(
+        reverse("admin:s3tasks_send_test_event"),
+        {"bucket": "reports", "key": "in/x.csv", "event_name": "ObjectCreated:Put"},
+    )
+    assert messages_of(response) == [
+        ("success", "Test event s3:ObjectCreated:Put on s3://reports/in/x.csv sent to 2 handlers.")
+    ]
+    html = response.content.decode()
+    assert '<li class="success">Test event' in html
+    assert '<td class="run-state run-succeeded">succeeded</td>' in html
+
+
+def test_send_test_event_reports_a_failing_handler_in_the_error_colour(admin_client, bound_bucket):
+    response = admin_client.post(
+        reverse("admin:s3tasks_send_test_event"),
+        {"bucket": "reports", "key": "in/x.csv", "event_name": "ObjectCreated:Put"},
+    )
+    assert messages_of(response) == [
+        (
+            "error",
+            "Test event s3:ObjectCreated:Put on s3://reports/in/x.csv: 1 of 2 handlers failed.",
+        )
+    ]
+    assert '<li class="error">Test event' in response.content.decode()
+
+
+def test_send_test_event_that_no_rule_matches_is_a_warning(admin_client, bound_bucket):
+    response = admin_client.post(
+        reverse("admin:s3tasks_send_test_event"),
+        {"bucket": "reports", "key": "out/x.csv", "event_name": "ObjectCreated:Put"},
+    )
+    assert messages_of(response) == [
+        ("warning", "Test event s3:ObjectCreated:Put on s3://reports/out/x.csv: no rule matched.")
+    ]
+
+
+def test_messages_never_capitalise_a_handler_name(admin_client, failed_run):
+    """The admin capitalises a message's first letter: a handler name must not come first."""
+    html = retry(admin_client, [failed_run]).content.decode()
+    assert f"The retry of {FLAKY} failed again: " in html
+    assert FLAKY.capitalize() not in html

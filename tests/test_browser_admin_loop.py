@@ -13,7 +13,8 @@ import pytest
 from project.demo.handlers import DEMO_BUCKET
 from project.demo.setup import configure_demo_buckets
 from s3tasks.models import HandlerRun, NotificationRule, RunState
-from tests.conftest import ROOT, need, subprocess_env
+from tests.browser_support import TIMEOUT_MS, chromium_page, log_in
+from tests.conftest import ROOT, subprocess_env
 
 # The demo pages are mounted only in demo mode (S3TASKS_DEMO=1): the URLconf it selects.
 pytestmark = [
@@ -22,35 +23,13 @@ pytestmark = [
     pytest.mark.urls("project.demo.site_urls"),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 HANDLER = "project.demo.handlers.import_csv"
-TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
 def browser_page(monkeypatch):
-    need(Path(CHROMIUM).exists(), f"needs Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made by this
-    # test between page actions are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        page = browser.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
+    with chromium_page(monkeypatch) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture
@@ -88,19 +67,11 @@ def worker(moto_endpoint):
             process.kill()
 
 
-def log_in(page, base_url: str) -> None:
-    page.goto(f"{base_url}/admin/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-
-
 def create_rule_with_binding(page, base_url: str) -> None:
     page.goto(f"{base_url}/admin/s3tasks/notificationrule/add/")
     page.fill("#id_name", "CSV uploads (from the browser test)")
     page.select_option("#id_bucket", label=DEMO_BUCKET)
-    page.fill("#id_events", '["s3:ObjectCreated:*"]')
+    page.check("input[name=events][value='s3:ObjectCreated:*']")
     page.fill("#id_prefix", "incoming/")
     page.fill("#id_suffix", ".csv")
     page.select_option("#id_bindings-0-handler_name", HANDLER)
@@ -153,6 +124,10 @@ def test_rule_sync_upload_and_run_in_the_browser(
     row = page.wait_for_selector("#runs tr.run-succeeded", timeout=TIMEOUT_MS)
     assert "import_csv" in row.inner_text() and "imported 2 rows" in row.inner_text()
 
+    # The status line follows the run to its end, not just to "waiting for the worker".
+    page.wait_for_function(
+        "document.getElementById('upload-status').textContent.includes('import_csv succeeded')"
+    )
     run = HandlerRun.objects.get(handler_name=HANDLER, event__key="incoming/browser orders.csv")
     assert run.state == RunState.SUCCEEDED
     assert run.event.event_name == "ObjectCreated:Post"

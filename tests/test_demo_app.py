@@ -244,6 +244,22 @@ def test_runs_endpoint_lists_recent_runs_of_the_demo_bucket(admin_client, upload
     ]
 
 
+@pytest.mark.django_db
+@pytest.mark.urls(DEMO_URLS)
+def test_runs_endpoint_says_each_runs_event_and_its_duration_for_the_status_line(admin_client):
+    """The upload page tells this upload's runs from an earlier upload of the same key by
+    their event, and shows the duration as the admin does."""
+    record = EventRecord.objects.create(
+        dedup_key="d1", bucket=DEMO_BUCKET, key="incoming/a.csv", event_name="ObjectCreated:Post"
+    )
+    HandlerRun.objects.create(
+        event=record, handler_name="project.demo.handlers.import_csv", duration_ms=1500.0
+    )
+    [run] = admin_client.get(reverse("demo:runs"), {"key": "incoming/a.csv"}).json()["runs"]
+    assert run["event_id"] == record.pk
+    assert (run["duration"], run["duration_ms"]) == ("1.5 s", 1500.0)
+
+
 # --- the presigned POST ---------------------------------------------------------------------
 
 

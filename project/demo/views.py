@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from project.demo.handlers import DEMO_BUCKET
 from project.demo.models import ImportedFile
 from s3tasks.models import HandlerRun
+from s3tasks.text import duration_text
 
 UPLOAD_PREFIX = "incoming/"
 UPLOAD_SUFFIX = ".csv"
@@ -137,12 +138,14 @@ def recent_runs(request: HttpRequest) -> JsonResponse:
         data.append(
             {
                 "id": run.pk,
+                "event_id": run.event_id,
                 "handler": run.handler_name.rsplit(".", 1)[-1],
                 "event": run.event.event_name,
                 "key": run.event.key,
                 "state": run.state,
                 "attempts": run.attempts,
                 "duration_ms": run.duration_ms,
+                "duration": duration_text(run.duration_ms),
                 "result": run.result_summary,
                 "error": run.error,
                 "rows": imported.rows if imported else None,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Field, QuerySet
 from django.http import HttpRequest
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from s3tasks.admin.forms import HandlerBindingForm
+from s3tasks.admin.cells import compact_time
+from s3tasks.admin.forms import HandlerBindingForm, S3EventPatternsField
 from s3tasks.admin.history import ReadOnlyAdmin
+from s3tasks.admin.rule_runs import RULE_PARAMETER
 from s3tasks.admin.sync import can_sync_to_aws, sync_buckets_action
 from s3tasks.admin.views import which_handlers_view
 from s3tasks.models import (
@@ -27,7 +31,14 @@ from s3tasks.models import (
 )
 from s3tasks.models.config import SyncStatus
 
-SYNC_FIELDS = ("arn", "created_by_s3tasks", "last_sync_status", "last_sync_error", "last_synced_at")
+SYNC_FIELDS = (
+    "sync_status",
+    "arn",
+    "created_by_s3tasks",
+    "last_sync_status",
+    "last_sync_error",
+    "last_synced_at",
+)
 STATUS_COLOURS = {
     SyncStatus.OK: "#2e7d32",
     SyncStatus.FAILED: "#c62828",
@@ -45,6 +56,31 @@ def status_badge(obj: Any) -> str:
     )
 
 
+def sync_state(obj: Any) -> str:
+    """The last sync's outcome, or, once edits were made after it, how many wait for a sync.
+
+    Read from the row (`pending_changes`, counted as edits are saved) rather than from a
+    plan, which would ask AWS once per row of the list.
+    """
+    pending = obj.pending_changes if obj.last_sync_status != SyncStatus.NEVER else 0
+    if not pending:
+        return status_badge(obj)
+    count = ngettext("%(count)d change pending", "%(count)d changes pending", pending) % {
+        "count": pending
+    }
+    line = format_html(
+        '<span class="s3tasks-changes-pending" style="color:{};font-weight:bold">'
+        '<span style="white-space:nowrap">{}</span> — '
+        '<span style="white-space:nowrap">{}</span></span>',
+        STATUS_COLOURS[SyncStatus.PENDING],
+        count,
+        gettext("sync to apply"),
+    )
+    if obj.last_sync_status == SyncStatus.FAILED:
+        return format_html("{}<br>{}", status_badge(obj), line)
+    return line
+
+
 def short(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -57,11 +93,15 @@ class SyncedResourceAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("sync status"), ordering="last_sync_status")
     def sync_status(self, obj: Any) -> str:
-        return status_badge(obj)
+        return sync_state(obj)
 
     @admin.display(description=_("last sync error"))
     def last_error(self, obj: Any) -> str:
         return short(obj.last_sync_error) or "—"
+
+    @admin.display(description=_("last synced"), ordering="last_synced_at")
+    def last_synced(self, obj: Any) -> str:
+        return compact_time(obj.last_synced_at)
 
 
 @admin.register(Bucket)
@@ -70,8 +110,8 @@ class BucketAdmin(SyncedResourceAdmin):
         "name",
         "sync_status",
         "last_error",
-        "last_synced_at",
-        "manage_notifications",
+        "last_synced",
+        "notifications",
         "rule_count",
     )
     list_filter = ("last_sync_status", "manage_notifications")
@@ -85,6 +125,11 @@ class BucketAdmin(SyncedResourceAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(rule_total=Count("rules"))
+
+    @admin.display(boolean=True, description=_("notifications"), ordering="manage_notifications")
+    def notifications(self, obj: Bucket) -> bool:
+        """`manage_notifications` under a header short enough for a 1,400 px screen."""
+        return obj.manage_notifications
 
     @admin.display(description=_("rules"), ordering="rule_total")
     def rule_count(self, obj: Bucket) -> int:
@@ -108,7 +153,7 @@ class SubscriptionInline(admin.TabularInline):
 
 @admin.register(Topic)
 class TopicAdmin(SyncedResourceAdmin):
-    list_display = ("name", "sync_status", "last_error", "last_synced_at", "arn")
+    list_display = ("name", "sync_status", "last_error", "last_synced", "arn")
     list_filter = ("last_sync_status",)
     search_fields = ("name",)
     inlines = [SubscriptionInline]
@@ -168,6 +213,7 @@ class NotificationRuleAdmin(admin.ModelAdmin):
         "handler_list",
         "enabled",
         "origin",
+        "runs_link",
     )
     list_filter = ("enabled", "declared_in_code", "bucket")
     search_fields = ("name", "bucket__name", "prefix", "suffix", "bindings__handler_name")
@@ -184,6 +230,7 @@ class NotificationRuleAdmin(admin.ModelAdmin):
         "queue",
         "enabled",
         "origin",
+        "runs_link",
     )
     change_list_template = "admin/s3tasks/notificationrule/change_list.html"
 
@@ -193,8 +240,25 @@ class NotificationRuleAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None and obj.declared_in_code:
             # Declared in code: the next migrate would overwrite edits. Only on/off stays.
-            return ("name", "bucket", "events", "prefix", "suffix", "topic", "queue", "origin")
-        return ("origin",)
+            return (
+                "name",
+                "bucket",
+                "events",
+                "prefix",
+                "suffix",
+                "topic",
+                "queue",
+                "origin",
+                "runs_link",
+            )
+        return ("origin", "runs_link")
+
+    def formfield_for_dbfield(
+        self, db_field: Field, request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "events":  # checkboxes of S3's event names, not a JSON textarea
+            return S3EventPatternsField(label=capfirst(db_field.verbose_name))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.declared_in_code:
@@ -223,6 +287,19 @@ class NotificationRuleAdmin(admin.ModelAdmin):
                 ("" if b.enabled else "text-decoration:line-through", b.handler_name)
                 for b in bindings
             ),
+        )
+
+    @admin.display(description=_("runs"))
+    def runs_link(self, obj: NotificationRule) -> str:
+        if obj.pk is None:
+            return "—"
+        url = reverse("admin:s3tasks_handlerrun_changelist")
+        return format_html(
+            '<a class="s3tasks-rule-runs" href="{}?{}={}">{}</a>',
+            url,
+            RULE_PARAMETER,
+            obj.pk,
+            gettext("See runs"),
         )
 
     @admin.display(description=_("declared"))

@@ -1,4 +1,5 @@
-"""Forms of the s3tasks admin: handler dropdowns and the hypothetical-event form."""
+"""Forms of the s3tasks admin: event-name checkboxes, handler dropdowns and the
+hypothetical-event form."""
 
 from __future__ import annotations
 
@@ -10,11 +11,80 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from s3tasks.models import Bucket, HandlerBinding
-from s3tasks.rules.filters import S3_EVENT_TYPES
+from s3tasks.rules.filters import S3_EVENT_TYPES, normalize_event_pattern
 from s3tasks.rules.registry import registry
 
 # Concrete event names only: a real event is never a wildcard.
 EVENT_NAME_CHOICES = [(name, f"s3:{name}") for name in sorted(S3_EVENT_TYPES) if "*" not in name]
+
+
+# Families in the order people look for them; a family S3 adds later goes last.
+EVENT_FAMILIES = (
+    "ObjectCreated",
+    "ObjectRemoved",
+    "ObjectRestore",
+    "ObjectTagging",
+    "ObjectAcl",
+    "Replication",
+    "LifecycleExpiration",
+    "LifecycleTransition",
+    "IntelligentTiering",
+    "ReducedRedundancyLostObject",
+)
+
+
+def event_pattern_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Every event type S3 notifications accept, as `s3:` names grouped by family, each
+    family's wildcard first."""
+    families: dict[str, list[str]] = {}
+    for name in sorted(S3_EVENT_TYPES):  # "*" sorts before letters: wildcards come first
+        families.setdefault(name.split(":")[0], []).append(f"s3:{name}")
+    order = {family: i for i, family in enumerate(EVENT_FAMILIES)}
+    return [
+        (family, [(name, name) for name in names])
+        for family, names in sorted(families.items(), key=lambda f: (order.get(f[0], 99), f[0]))
+    ]
+
+
+def s3_event_names(patterns: Any) -> list[str]:
+    """Stored patterns (`ObjectCreated:*` or `s3:ObjectCreated:*`) as the checkboxes' values;
+    a value that is not an S3 event type is kept as it is (and rejected on save)."""
+    if not isinstance(patterns, (list, tuple)):
+        return []
+    names = []
+    for pattern in patterns:
+        try:
+            names.append("s3:" + normalize_event_pattern(str(pattern)))
+        except ValueError:
+            names.append(str(pattern))
+    return names
+
+
+class S3EventPatternsField(forms.MultipleChoiceField):
+    """A rule's events as one checkbox per S3 event type, stored as a list of `s3:` names."""
+
+    widget = forms.CheckboxSelectMultiple(attrs={"class": "s3tasks-event-names"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("choices", event_pattern_choices)
+        kwargs.setdefault(
+            "help_text",
+            _(
+                "The S3 events this rule sends on. A family's “*” covers all its events, "
+                "including ones S3 adds later."
+            ),
+        )
+        kwargs.setdefault(
+            "error_messages",
+            {"required": _("Choose at least one S3 event, e.g. s3:ObjectCreated:*.")},
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return s3_event_names(value)
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return super().has_changed(s3_event_names(initial), data)
 
 
 def handler_choices(current: str = "") -> list[tuple[str, str]]:

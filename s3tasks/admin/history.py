@@ -4,7 +4,6 @@ retries and recoveries."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import admin, messages
@@ -15,31 +14,20 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
+from s3tasks.admin.cells import (
+    clipped,
+    compact_time,
+    duration_cell,
+    first_line,
+    pre,
+    pretty_json,
+    state_badge,
+)
+from s3tasks.admin.rule_runs import RuleFilter
 from s3tasks.admin.views import can_run_handlers, send_test_event_view
 from s3tasks.models import EventRecord, HandlerRun, MessageFailure, OutboxMessage, RunState
 from s3tasks.ops.recovery import RecoveryReport, drive_runs
 from s3tasks.processing.dispatch import retry_run
-
-STATE_COLOURS = {
-    RunState.SUCCEEDED: "#2e7d32",
-    RunState.FAILED: "#c62828",
-    RunState.RETRYING: "#ef6c00",
-    RunState.RUNNING: "#1565c0",
-    RunState.PENDING: "#757575",
-}
-
-
-def pre(text: str) -> str:
-    return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', text) if text else "—"
-
-
-def first_line(text: str, limit: int = 100) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0][:limit] if stripped else "—"
-
-
-def pretty_json(value: Any) -> str:
-    return pre(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -60,7 +48,7 @@ class HandlerRunInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("handler_name", "state_badge", "attempts", "duration_ms", "finished_at", "error")
+    fields = ("handler_name", "state_badge", "attempts", "duration", "finished_at", "error")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -73,13 +61,9 @@ class HandlerRunInline(admin.TabularInline):
     def state_badge(self, run: HandlerRun) -> str:
         return state_badge(run)
 
-
-def state_badge(run: HandlerRun) -> str:
-    return format_html(
-        '<span style="color:{};font-weight:bold">{}</span>',
-        STATE_COLOURS.get(run.state, "#757575"),
-        run.get_state_display(),
-    )
+    @admin.display(description=_("duration"))
+    def duration(self, run: HandlerRun) -> str:
+        return duration_cell(run)
 
 
 @admin.register(EventRecord)
@@ -195,16 +179,15 @@ def recovery_summary(report: RecoveryReport) -> str:
 @admin.register(HandlerRun)
 class HandlerRunAdmin(ReadOnlyAdmin):
     list_display = (
-        "handler_name",
-        "event_link",
-        "state_badge",
-        "attempts",
-        "duration_ms",
-        "created_at",
-        "finished_at",
-        "short_error",
+        "handler",
+        "event_and_error",
+        "state_and_attempts",
+        "duration",
+        "created",
     )
-    list_filter = ("state", "handler_name", "created_at")
+    list_filter = ("state", RuleFilter, "handler_name", "created_at")
+    # Column widths and wrapping, so the list reads at 1,400 px beside both sidebars.
+    change_list_template = "admin/s3tasks/handlerrun/change_list.html"
     search_fields = ("handler_name", "event__bucket", "event__key", "celery_task_id")
     date_hierarchy = "created_at"
     list_select_related = ("event",)
@@ -213,7 +196,7 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         (None, {"fields": ("handler_name", "event_link", "state_badge", "result_summary")}),
         (
             _("Timing"),
-            {"fields": ("attempts", "created_at", "started_at", "finished_at", "duration_ms")},
+            {"fields": ("attempts", "created_at", "started_at", "finished_at", "duration")},
         ),
         (_("Celery"), {"fields": ("celery_task_id", "celery_queue", "lease_expires_at")}),
         (_("Failure"), {"fields": ("error_block", "traceback_block")}),
@@ -227,7 +210,7 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         "created_at",
         "started_at",
         "finished_at",
-        "duration_ms",
+        "duration",
         "celery_task_id",
         "celery_queue",
         "lease_expires_at",
@@ -239,14 +222,65 @@ class HandlerRunAdmin(ReadOnlyAdmin):
     def state_badge(self, run: HandlerRun) -> str:
         return state_badge(run)
 
+    @admin.display(description=_("state"), ordering="state")
+    def state_and_attempts(self, run: HandlerRun) -> str:
+        if run.attempts <= 1:
+            return state_badge(run)
+        attempts = ngettext("%(count)d attempt", "%(count)d attempts", run.attempts) % {
+            "count": run.attempts
+        }
+        return format_html(
+            '{}<br><span class="s3tasks-quiet">{}</span>', state_badge(run), attempts
+        )
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, run: HandlerRun) -> str:
+        return compact_time(run.created_at)
+
+    @admin.display(description=_("handler"), ordering="handler_name")
+    def handler(self, run: HandlerRun) -> str:
+        """The function's name, its module below it in small type."""
+        module, _dot, function = run.handler_name.rpartition(".")
+        return format_html(
+            '<span title="{}">{}</span><br><span class="s3tasks-quiet">{}</span>',
+            run.handler_name,
+            function,
+            module,
+        )
+
     @admin.display(description=_("event"))
     def event_link(self, run: HandlerRun) -> str:
         url = reverse("admin:s3tasks_eventrecord_change", args=[run.event_id])
-        return format_html('<a href="{}">{}</a>', url, str(run.event))
+        return format_html(
+            '<a href="{}" title="{}">{}</a><br><span class="s3tasks-quiet">{}</span>',
+            url,
+            str(run.event),
+            run.event.event_name,
+            clipped(f"s3://{run.event.bucket}/{run.event.key}", 48),
+        )
+
+    @admin.display(description=_("event and error"))
+    def event_and_error(self, run: HandlerRun) -> str:
+        """The event, and below it the first line of the error: the list's widest cell, so
+        a separate error column does not push the table past a 1,400 px screen."""
+        if not run.error:
+            return self.event_link(run)
+        return format_html(
+            '{}<br><span class="s3tasks-error">{}</span>',
+            self.event_link(run),
+            self.short_error(run),
+        )
+
+    @admin.display(description=_("duration"), ordering="duration_ms")
+    def duration(self, run: HandlerRun) -> str:
+        return duration_cell(run)
 
     @admin.display(description=_("error"))
     def short_error(self, run: HandlerRun) -> str:
-        return first_line(run.error)
+        line = first_line(run.error, limit=1000)
+        if len(line) <= 80:
+            return line
+        return format_html('<span title="{}">{}…</span>', line, line[:79])
 
     @admin.display(description=_("error"))
     def error_block(self, run: HandlerRun) -> str:
@@ -293,7 +327,8 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         level = messages.WARNING if errors else messages.SUCCESS
         self.message_user(request, ", ".join(parts) + ".", level)
         for outcome in errors:
-            message = gettext("%(handler)s failed again: %(error)s") % {
+            # Never a handler name first: the admin capitalises a message's first letter.
+            message = gettext("The retry of %(handler)s failed again: %(error)s") % {
                 "handler": outcome.handler_name,
                 "error": outcome.error,
             }

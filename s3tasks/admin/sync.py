@@ -83,17 +83,18 @@ def sync_buckets_action(
         if plan.blocked:
             modeladmin.message_user(request, blocked_message(plan), messages.ERROR)
             return None
-        if not plan.has_changes:
-            modeladmin.message_user(
-                request, _("Nothing to do: AWS already matches."), messages.INFO
-            )
-            return None
         try:
+            # Applied even when empty: that records "in sync" and clears the pending edits.
             result = apply_plan(plan)
         except Exception as exc:
             logger.exception("s3tasks: applying the sync plan failed")
             modeladmin.message_user(
                 request, _("Sync failed: %(error)s") % {"error": exc}, messages.ERROR
+            )
+            return None
+        if not plan.has_changes:
+            modeladmin.message_user(
+                request, _("Nothing to do: AWS already matches."), messages.INFO
             )
             return None
         _report_apply(modeladmin, request, result)

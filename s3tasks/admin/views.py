@@ -6,18 +6,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from s3tasks.admin.explain import explain_routing
 from s3tasks.admin.forms import HypotheticalEventForm, TestEventForm
 from s3tasks.conf import get_settings
 from s3tasks.events import EventSource, S3Event
-from s3tasks.processing.dispatch import dispatch_event
+from s3tasks.processing.dispatch import DispatchOutcome, dispatch_event
 
 View = Callable[[HttpRequest], HttpResponse]
 
@@ -88,6 +89,34 @@ def build_test_event(
     )
 
 
+def report_test_event(request: HttpRequest, event: S3Event, outcome: DispatchOutcome) -> None:
+    """One admin message in the level's colour: success, error (a handler failed) or warning
+    (no handler ran). It starts with words, never a name: the admin capitalises messages."""
+    where = {"event": event.event_name, "bucket": event.bucket, "key": event.key}
+    count = len(outcome.runs)
+    if not count:
+        message = _("Test event s3:%(event)s on s3://%(bucket)s/%(key)s: no rule matched.")
+        messages.warning(request, message % where)
+        return
+    failed = sum(1 for run in outcome.runs if not run.ok)
+    if not failed:
+        message = ngettext(
+            "Test event s3:%(event)s on s3://%(bucket)s/%(key)s sent to %(count)d handler.",
+            "Test event s3:%(event)s on s3://%(bucket)s/%(key)s sent to %(count)d handlers.",
+            count,
+        )
+        messages.success(request, message % {**where, "count": count})
+        return
+    message = ngettext(
+        "Test event s3:%(event)s on s3://%(bucket)s/%(key)s: %(failed)d of %(count)d handler "
+        "failed.",
+        "Test event s3:%(event)s on s3://%(bucket)s/%(key)s: %(failed)d of %(count)d handlers "
+        "failed.",
+        count,
+    )
+    messages.error(request, message % {**where, "count": count, "failed": failed})
+
+
 def send_test_event_view(modeladmin: admin.ModelAdmin) -> View:
     """Dispatch a hand-made event through the normal path and show what happened."""
 
@@ -102,6 +131,7 @@ def send_test_event_view(modeladmin: admin.ModelAdmin) -> View:
                 data["bucket"], data["key"], data["event_name"], data["size"], str(request.user)
             )
             outcome = dispatch_event(event, mode=data["mode"] or None)
+            report_test_event(request, event, outcome)
         context = {
             **_context(modeladmin, request, _("Send a test event")),
             "form": form,

@@ -1,5 +1,6 @@
 """Django models of s3tasks: AWS configuration (config) and what happened (history)."""
 
+from s3tasks.models.backfill import Backfill
 from s3tasks.models.config import (
     Bucket,
     HandlerBinding,
@@ -15,6 +16,7 @@ from s3tasks.models.ownership import ManagedResource
 from s3tasks.models.worker import MessageFailure
 
 __all__ = [
+    "Backfill",
     "Bucket",
     "EventRecord",
     "HandlerBinding",

@@ -1,4 +1,5 @@
-"""A backfill: one run of `manage.py s3tasks_backfill` over objects already in a bucket.
+"""A backfill: one run of `manage.py s3tasks_backfill` (or of the Celery task the admin
+starts) over objects already in a bucket.
 
 The row holds what was asked (bucket, filters, handlers, how to dispatch), how far the listing
 got (`resume_after`: every object up to that key is done) and the counters, committed after
@@ -20,6 +21,7 @@ STALE_AFTER = timedelta(minutes=15)
 
 class Backfill(models.Model):
     class State(models.TextChoices):
+        QUEUED = "queued", _("Waiting for a Celery worker")  # started from the admin
         RUNNING = "running", _("Running")
         INTERRUPTED = "interrupted", _("Interrupted")  # Ctrl-C: resume it
         FAILED = "failed", _("Failed")  # an error stopped it: fix the cause, resume it
@@ -94,7 +96,10 @@ class Backfill(models.Model):
         ordering = ["-created_at", "-pk"]
         verbose_name = _("backfill")
         verbose_name_plural = _("backfills")
-        permissions = [("cancel_backfill", _("Can cancel a running backfill"))]
+        permissions = [
+            ("cancel_backfill", _("Can cancel a running backfill")),
+            ("start_backfill", _("Can start or resume a backfill (run by Celery)")),
+        ]
 
     def __str__(self) -> str:
         return f"backfill {self.pk} of s3://{self.bucket}/{self.prefix}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from s3tasks.models.drift import add_pending_changes, note_bulk_update
 from s3tasks.rules.filters import normalize_event_pattern
 
 S3_BUCKET_NAME_HELP = _("The S3 bucket name, e.g. 'acme-uploads'.")
@@ -51,9 +52,11 @@ class ConfigQuerySet(models.QuerySet):
     """Bulk `update()`/`delete()` skip model signals; bump the rules version here instead."""
 
     def update(self, **kwargs: Any) -> int:
+        changes = note_bulk_update(self, kwargs)
         count = super().update(**kwargs)
         if count:
             RulesVersion.bump()
+            add_pending_changes(changes)
         return count
 
     def delete(self) -> tuple[int, dict[str, int]]:
@@ -71,7 +74,13 @@ class SyncStatus(models.TextChoices):
 
 
 class SyncedResource(models.Model):
-    """Fields every AWS resource s3tasks manages shares: its sync status and last error."""
+    """Fields every AWS resource s3tasks manages shares: its sync status and last error, and
+    how many edits sync has not applied yet (`models.drift`)."""
+
+    # The fields sync writes to AWS: editing one makes a change pending (`models.drift`).
+    synced_fields: ClassVar[tuple[str, ...]] = ("name", "region")
+    # Foreign keys to the rows whose sync applies this row's edits; empty: the row itself.
+    synced_owners: ClassVar[tuple[str, ...]] = ()
 
     region = models.CharField(
         _("region"),
@@ -90,6 +99,15 @@ class SyncedResource(models.Model):
     )
     last_sync_error = models.TextField(_("last sync error"), blank=True)
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
+    pending_changes = models.PositiveIntegerField(
+        _("changes pending"),
+        default=0,
+        editable=False,
+        help_text=_(
+            "Edits made since the last successful sync that change what sync writes to AWS "
+            "(this row's own fields, its rules or subscriptions)."
+        ),
+    )
 
     objects = ConfigQuerySet.as_manager()
 
@@ -98,6 +116,15 @@ class SyncedResource(models.Model):
 
 
 class Bucket(SyncedResource):
+    synced_fields = (
+        "name",
+        "region",
+        "manage_notifications",
+        "create_if_missing",
+        "eventbridge_enabled",
+        "cors_rules",
+    )
+
     name = models.CharField(_("name"), max_length=63, unique=True, help_text=S3_BUCKET_NAME_HELP)
     manage_notifications = models.BooleanField(
         _("manage notifications"),
@@ -163,6 +190,15 @@ class Topic(SyncedResource):
 
 
 class Queue(SyncedResource):
+    synced_fields = (
+        "name",
+        "region",
+        "visibility_timeout",
+        "message_retention_seconds",
+        "dead_letter_queue",
+        "max_receive_count",
+    )
+
     name = models.CharField(_("name"), max_length=80, unique=True, help_text=_("SQS queue name."))
     url = models.CharField(_("URL"), max_length=512, blank=True, help_text=FILLED_BY_SYNC)
     enabled = models.BooleanField(
@@ -224,13 +260,38 @@ class Queue(SyncedResource):
 
 
 class Subscription(models.Model):
-    """An SQS queue subscribed to an SNS topic (the fan-out path)."""
+    """An SNS subscription: an SQS queue (the fan-out path) or an HTTPS endpoint (s3tasks'
+    SNS endpoint, docs/sns-endpoint.md) — exactly one of the two."""
+
+    # Applied by the sync of its topic and its queue (`models.drift`).
+    synced_fields: ClassVar[tuple[str, ...]] = (
+        "topic",
+        "queue",
+        "endpoint",
+        "raw_message_delivery",
+        "filter_policy",
+    )
+    synced_owners: ClassVar[tuple[str, ...]] = ("topic", "queue")
 
     topic = models.ForeignKey(
         Topic, verbose_name=_("topic"), on_delete=models.CASCADE, related_name="subscriptions"
     )
     queue = models.ForeignKey(
-        Queue, verbose_name=_("queue"), on_delete=models.CASCADE, related_name="subscriptions"
+        Queue,
+        verbose_name=_("queue"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
+    )
+    endpoint = models.URLField(
+        _("HTTPS endpoint"),
+        max_length=500,
+        blank=True,
+        help_text=_(
+            "Instead of a queue: the https:// URL of s3tasks' SNS endpoint, e.g. "
+            "'https://app.example.com/s3tasks/sns/'."
+        ),
     )
     raw_message_delivery = models.BooleanField(
         _("raw message delivery"),
@@ -251,19 +312,58 @@ class Subscription(models.Model):
         verbose_name = _("subscription")
         verbose_name_plural = _("subscriptions")
         constraints = [
-            models.UniqueConstraint(fields=["topic", "queue"], name="s3tasks_unique_subscription")
+            models.UniqueConstraint(fields=["topic", "queue"], name="s3tasks_unique_subscription"),
+            models.UniqueConstraint(
+                fields=["topic", "endpoint"],
+                condition=~models.Q(endpoint=""),
+                name="s3tasks_unique_endpoint_subscription",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(queue__isnull=False, endpoint="")
+                | (models.Q(queue__isnull=True) & ~models.Q(endpoint="")),
+                name="s3tasks_subscription_queue_or_endpoint",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.topic} → {self.queue}"
+        return f"{self.topic} → {self.queue if self.queue_id else self.endpoint}"
+
+    @property
+    def protocol(self) -> str:
+        """SNS' protocol: "sqs", or the endpoint's scheme ("https")."""
+        return "sqs" if self.queue_id else self.endpoint.split(":", 1)[0].lower()
 
     def clean(self) -> None:
+        errors: dict[str, Any] = {}
         if self.filter_policy is not None and not isinstance(self.filter_policy, dict):
-            raise ValidationError({"filter_policy": _("An SNS filter policy is a JSON object.")})
+            errors["filter_policy"] = _("An SNS filter policy is a JSON object.")
+        if bool(self.queue_id) == bool(self.endpoint):
+            errors["queue"] = _("Choose a queue or an HTTPS endpoint, not both or neither.")
+        elif self.endpoint and not self.endpoint.startswith("https://"):
+            errors["endpoint"] = _("The endpoint must be an https:// URL.")
+        elif self.endpoint and self.raw_message_delivery:
+            errors["raw_message_delivery"] = _(
+                "Raw delivery to an HTTPS endpoint carries no signature; s3tasks' endpoint "
+                "refuses unsigned messages."
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class NotificationRule(models.Model):
     """Which S3 events of a bucket go where: events + prefix/suffix → topic or queue."""
+
+    # A rule's edits are applied by its bucket's sync (its notification entries).
+    synced_fields: ClassVar[tuple[str, ...]] = (
+        "bucket",
+        "events",
+        "prefix",
+        "suffix",
+        "topic",
+        "queue",
+        "enabled",
+    )
+    synced_owners: ClassVar[tuple[str, ...]] = ("bucket",)
 
     name = models.CharField(_("name"), max_length=200, blank=True)
     bucket = models.ForeignKey(

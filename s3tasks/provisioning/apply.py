@@ -45,7 +45,7 @@ class ApplyResult:
 
     applied: list[Step] = field(default_factory=list)
     created: dict[tuple[ResourceKind, str], str] = field(default_factory=dict)  # → url/arn
-    # (topic ARN, queue ARN) → subscription ARN, for each subscription made or updated
+    # (topic ARN, queue ARN or URL) → subscription ARN, for each subscription made or updated
     subscriptions: dict[tuple[str, str], str] = field(default_factory=dict)
     failed_step: Step | None = None
     error: str = ""
@@ -157,12 +157,12 @@ def _update_topic(clients: Clients, change: UpdateTopic, result: ApplyResult) ->
 def _subscribe(clients: Clients, change: Subscribe, result: ApplyResult) -> None:
     arn = clients["sns"].subscribe(
         TopicArn=change.topic_arn,
-        Protocol="sqs",
-        Endpoint=change.queue_arn,
+        Protocol=change.protocol,
+        Endpoint=change.endpoint,
         Attributes=change.attributes,
         ReturnSubscriptionArn=True,
     )["SubscriptionArn"]
-    result.subscriptions[(change.topic_arn, change.queue_arn)] = arn
+    result.subscriptions[(change.topic_arn, change.endpoint)] = arn
 
 
 def _update_subscription(clients: Clients, change: UpdateSubscription, result: ApplyResult) -> None:
@@ -170,7 +170,7 @@ def _update_subscription(clients: Clients, change: UpdateSubscription, result: A
         clients["sns"].set_subscription_attributes(
             SubscriptionArn=change.arn, AttributeName=name, AttributeValue=value
         )
-    result.subscriptions[(change.topic_arn, change.queue_arn)] = change.arn
+    result.subscriptions[(change.topic_arn, change.endpoint)] = change.arn
 
 
 def _call_aws(clients: Clients, change: AwsChange, result: ApplyResult) -> None:

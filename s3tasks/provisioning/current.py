@@ -40,11 +40,16 @@ class CurrentTopic:
 
 @dataclass(frozen=True)
 class CurrentSubscription:
-    arn: str
+    arn: str  # "" while `pending`: SNS names no subscription before it is confirmed
     topic_arn: str
-    endpoint: str
+    endpoint: str  # a queue ARN, or an HTTP(S) URL
     raw_message_delivery: bool = False
     filter_policy: dict[str, Any] | None = None
+    protocol: str = "sqs"
+    pending: bool = False  # an HTTP(S) endpoint that has not confirmed it (yet)
+
+
+SUBSCRIPTION_PROTOCOLS = ("sqs", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,8 @@ def read_topics(sns: Any, wanted: set[str]) -> dict[str, CurrentTopic]:
 
 
 def read_subscriptions(sns: Any, topic_arns: list[str]) -> tuple[CurrentSubscription, ...]:
-    """SQS subscriptions of these topics, with raw delivery and filter policy."""
+    """SQS and HTTP(S) subscriptions of these topics, with raw delivery and filter policy;
+    an HTTP(S) one not confirmed yet is read as `pending` (SNS has no attributes for it)."""
     import json
 
     found = []
@@ -149,7 +155,16 @@ def read_subscriptions(sns: Any, topic_arns: list[str]) -> tuple[CurrentSubscrip
         paginator = sns.get_paginator("list_subscriptions_by_topic")
         for page in paginator.paginate(TopicArn=topic_arn):
             for sub in page.get("Subscriptions", []):
-                if sub.get("Protocol") != "sqs" or sub["SubscriptionArn"] == "PendingConfirmation":
+                protocol = sub.get("Protocol")
+                if protocol not in SUBSCRIPTION_PROTOCOLS:
+                    continue
+                if sub["SubscriptionArn"] == "PendingConfirmation":
+                    if protocol != "sqs":
+                        found.append(
+                            CurrentSubscription(
+                                "", topic_arn, sub["Endpoint"], protocol=protocol, pending=True
+                            )
+                        )
                     continue
                 attrs = sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])[
                     "Attributes"
@@ -162,6 +177,7 @@ def read_subscriptions(sns: Any, topic_arns: list[str]) -> tuple[CurrentSubscrip
                         sub["Endpoint"],
                         attrs.get("RawMessageDelivery") == "true",
                         json.loads(policy) if policy else None,
+                        protocol,
                     )
                 )
     return tuple(found)

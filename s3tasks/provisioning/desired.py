@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3tasks.exceptions import S3TasksConfigurationError
-from s3tasks.provisioning.model_rows import ModelRows, QueueRow, RuleRow
+from s3tasks.provisioning.model_rows import ModelRows, QueueRow, RuleRow, SubscriptionRow
 from s3tasks.provisioning.notifications import NotificationEntry, RuleTarget, compile_entries
 from s3tasks.provisioning.policies import sender_statements
 
@@ -63,10 +63,13 @@ class DesiredTopic:
 
 @dataclass(frozen=True)
 class DesiredSubscription:
+    """`endpoint` is a queue ARN (protocol "sqs") or the URL of an HTTP(S) endpoint."""
+
     topic_arn: str
-    queue_arn: str
+    endpoint: str
     raw_message_delivery: bool = False
     filter_policy: dict[str, Any] | None = None
+    protocol: str = "sqs"
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,8 @@ def build_desired(
                 RuleTarget(rule.id, rule.label, rule.events, rule.prefix, rule.suffix, kind, arn)
             )
     for sub in rows.subscriptions:
-        queue_senders[sub.queue]["topic"].append(sub.topic)
+        if not sub.endpoint:
+            queue_senders[sub.queue]["topic"].append(sub.topic)
     for senders in queue_senders.values():
         for key in senders:
             senders[key] = sorted(set(senders[key]))
@@ -250,24 +254,37 @@ def build_desired(
             arn, "sns:Publish", sorted(set(topic_senders[name])), [], account
         )
         topics.append(DesiredTopic(name, arn, statements))
-    subscriptions = tuple(
-        DesiredSubscription(
-            account.sns_arn(s.topic),
-            account.sqs_arn(s.queue),
-            s.raw_message_delivery,
-            s.filter_policy,
-        )
-        for s in rows.subscriptions
-    )
+    subscriptions = tuple(_subscription(s, account) for s in rows.subscriptions)
     state = DesiredState(account, tuple(desired_buckets), queues, tuple(topics), subscriptions)
     return state if buckets is None else _limit_to_buckets(state, chosen_names)
+
+
+def _subscription(row: SubscriptionRow, account: Account) -> DesiredSubscription:
+    topic_arn = account.sns_arn(row.topic)
+    if not row.endpoint:
+        return DesiredSubscription(
+            topic_arn, account.sqs_arn(row.queue), row.raw_message_delivery, row.filter_policy
+        )
+    protocol = row.endpoint.split(":", 1)[0].lower()
+    if protocol not in ("http", "https"):
+        raise S3TasksConfigurationError(
+            f"The subscription of topic {row.topic!r} to {row.endpoint!r} names no http(s) URL; "
+            "write the https:// URL of s3tasks' SNS endpoint."
+        )
+    if row.raw_message_delivery:
+        raise S3TasksConfigurationError(
+            f"The subscription of topic {row.topic!r} to {row.endpoint} asks for raw message "
+            "delivery, which carries no signature: s3tasks' SNS endpoint refuses such messages. "
+            "Turn raw delivery off."
+        )
+    return DesiredSubscription(topic_arn, row.endpoint, False, row.filter_policy, protocol)
 
 
 def _limit_to_buckets(state: DesiredState, names: set[str]) -> DesiredState:
     """Keep only the queues/topics/subscriptions the chosen buckets deliver to."""
     arns = {e.arn for b in state.buckets for e in b.notifications}
     subs = tuple(s for s in state.subscriptions if s.topic_arn in arns)
-    arns |= {s.queue_arn for s in subs}
+    arns |= {s.endpoint for s in subs}
     for q in state.queues:
         if q.arn in arns and _dlq_arn(q):
             arns.add(_dlq_arn(q))

@@ -44,10 +44,13 @@ class QueueRow:
 
 @dataclass(frozen=True)
 class SubscriptionRow:
+    """A topic's subscription: `queue` names an SQS queue, or `endpoint` is an HTTPS URL."""
+
     topic: str
     queue: str
     raw_message_delivery: bool = False
     filter_policy: dict[str, Any] | None = None
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,13 @@ def load_rows() -> ModelRows:
             for q in Queue.objects.select_related("dead_letter_queue")
         ),
         subscriptions=tuple(
-            SubscriptionRow(s.topic.name, s.queue.name, s.raw_message_delivery, s.filter_policy)
+            SubscriptionRow(
+                s.topic.name,
+                s.queue.name if s.queue_id else "",
+                s.raw_message_delivery,
+                s.filter_policy,
+                s.endpoint,
+            )
             for s in Subscription.objects.select_related("topic", "queue")
         ),
         rules=tuple(

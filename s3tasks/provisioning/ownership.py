@@ -74,9 +74,10 @@ def part_identifier(parent_arn: str, part: str) -> str:
     return f"{parent_arn}#{part}"
 
 
-def subscription_identifier(topic_arn: str, queue_arn: str) -> str:
-    # SNS keeps one subscription per topic + endpoint, so the pair names it before it exists.
-    return f"{topic_arn}#{queue_arn}"
+def subscription_identifier(topic_arn: str, endpoint: str) -> str:
+    # SNS keeps one subscription per topic + endpoint (a queue ARN or a URL), so the pair
+    # names it before it exists.
+    return f"{topic_arn}#{endpoint}"
 
 
 _RULE_IDS = re.compile(r"^s3tasks-rules?-(\d+(?:-\d+)*)$")

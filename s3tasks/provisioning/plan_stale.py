@@ -107,7 +107,7 @@ def vanished_records(desired: DesiredState, current: CurrentState, ledger: Ledge
                 message = f"forget {LABELS[kind]} {name}: recorded as s3tasks' but gone from AWS"
                 steps.append(Step(Action.RECORD, kind, name, message, releases=releases))
     subscribed = {subscription_identifier(s.topic_arn, s.endpoint) for s in current.subscriptions}
-    wanted_subs = {subscription_identifier(s.topic_arn, s.queue_arn) for s in desired.subscriptions}
+    wanted_subs = {subscription_identifier(s.topic_arn, s.endpoint) for s in desired.subscriptions}
     read_topics = {t.arn for t in current.topics.values()}
     for identifier in ledger.identifiers(ResourceKind.SUBSCRIPTION):
         topic_arn = identifier.split("#", 1)[0]

@@ -1,4 +1,8 @@
-"""Plan steps for SNS → SQS subscriptions (pure), decided by ownership like queues."""
+"""Plan steps for SNS subscriptions (pure), decided by ownership like queues: SQS queues,
+and HTTP(S) endpoints (s3tasks' SNS endpoint, docs/sns-endpoint.md).
+
+An HTTP(S) subscription SNS lists as pending (the endpoint never confirmed it) counts as not
+made: sync subscribes again, which makes SNS send the confirmation request again."""
 
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ def name_of(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
-def _label(topic_arn: str, queue_arn: str) -> str:
-    return f"{name_of(topic_arn)} → {name_of(queue_arn)}"
+def _label(topic_arn: str, endpoint: str) -> str:
+    """`topic → queue`, or `topic → https://...` for an HTTP(S) endpoint."""
+    end = endpoint if endpoint.startswith(("http://", "https://")) else name_of(endpoint)
+    return f"{name_of(topic_arn)} → {end}"
 
 
 def _attributes(sub: DesiredSubscription) -> dict[str, str]:
@@ -51,13 +57,21 @@ def _tagged_ends(current: CurrentState, desired: DesiredState) -> set[str]:
     return arns | {t.arn for t in current.topics.values() if t.tagged}
 
 
-def _subscribe_step(sub: DesiredSubscription) -> Step:
-    label = _label(sub.topic_arn, sub.queue_arn)
+def _subscribe_step(sub: DesiredSubscription, pending: bool = False) -> Step:
+    label = _label(sub.topic_arn, sub.endpoint)
     raw = " (raw delivery)" if sub.raw_message_delivery else ""
     attributes = {k: v for k, v in _attributes(sub).items() if v}
-    change = Subscribe(sub.topic_arn, sub.queue_arn, attributes)
-    claims = (Claim(KIND, subscription_identifier(sub.topic_arn, sub.queue_arn)),)
-    message = f"subscribe queue {label}{raw}"
+    change = Subscribe(sub.topic_arn, sub.endpoint, attributes, sub.protocol)
+    claims = (Claim(KIND, subscription_identifier(sub.topic_arn, sub.endpoint)),)
+    if sub.protocol == "sqs":
+        message = f"subscribe queue {label}{raw}"
+    elif pending:
+        message = (
+            f"ask again for confirmation of endpoint {label}: SNS lists it as pending (the "
+            "endpoint has not confirmed it; SNS sends the confirmation request again)"
+        )
+    else:
+        message = f"subscribe {sub.protocol} endpoint {label} (the endpoint confirms it)"
     return Step(Action.SUBSCRIBE, KIND, label, message, change, claims=claims)
 
 
@@ -65,16 +79,16 @@ def _wanted_steps(
     sub: DesiredSubscription, found: CurrentSubscription | None, decision: Decision
 ) -> list[Step]:
     if decision is Decision.CREATE:
-        return [_subscribe_step(sub)]
+        return [_subscribe_step(sub, pending=found is not None and found.pending)]
     assert found is not None
-    label = _label(sub.topic_arn, sub.queue_arn)
+    label = _label(sub.topic_arn, sub.endpoint)
     if decision is Decision.FOREIGN:
         message = (
             f"Subscription {label} exists but s3tasks did not make it: left unchanged. Run sync "
             "with --adopt to manage it, or remove it in AWS so sync can make its own."
         )
         return [foreign_step(KIND, label, message)]
-    identifier = subscription_identifier(sub.topic_arn, sub.queue_arn)
+    identifier = subscription_identifier(sub.topic_arn, sub.endpoint)
     recorded = decision in (Decision.MANAGE, Decision.MANAGE_ADOPTED)
     claims = () if recorded else (Claim(KIND, identifier, decision.origin),)
     common: dict[str, Any] = {"ownership": decision.ownership, "claims": claims}
@@ -83,7 +97,7 @@ def _wanted_steps(
         sub.filter_policy or None,
     )
     attributes = _attributes(sub) if differs else {}
-    change = UpdateSubscription(found.arn, sub.topic_arn, sub.queue_arn, attributes)
+    change = UpdateSubscription(found.arn, sub.topic_arn, sub.endpoint, attributes)
     settings = (
         f"raw delivery {'on' if sub.raw_message_delivery else 'off'}, filter policy "
         f"{'set' if sub.filter_policy else 'none'}"
@@ -125,17 +139,17 @@ def subscription_steps(
     steps: list[Step] = []
     wanted = set()
     for sub in desired.subscriptions:
-        key = (sub.topic_arn, sub.queue_arn)
+        key = (sub.topic_arn, sub.endpoint)
         wanted.add(key)
         decision = decide(
-            exists=key in existing,
+            exists=key in existing and not existing[key].pending,
             recorded=ledger.origin(KIND, subscription_identifier(*key)),
             recognised=set(key) <= tagged,
             adopt=adopt,
         )
         steps += _wanted_steps(sub, existing.get(key), decision)
     for key, found in existing.items():
-        if key in wanted:
+        if key in wanted or found.pending:  # no ARN to unsubscribe until it is confirmed
             continue
         origin = ledger.origin(KIND, subscription_identifier(*key))
         if origin is None and set(key) <= tagged:

@@ -7,7 +7,7 @@ outcome on the models; `sync()` does both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from s3tasks.conf import get_settings
@@ -20,7 +20,7 @@ from s3tasks.provisioning.ledger import DatabaseLedger, load_ledger
 from s3tasks.provisioning.model_rows import load_rows
 from s3tasks.provisioning.ownership import ResourceKind
 from s3tasks.provisioning.plan import Plan, compute_steps
-from s3tasks.provisioning.status import record_result
+from s3tasks.provisioning.status import pending_changes_now, record_result
 
 SERVICES = ("s3", "sqs", "sns", "sts")
 
@@ -71,6 +71,7 @@ def compute_plan(
     from botocore.exceptions import BotoCoreError, ClientError
 
     conf = get_settings()
+    pending_seen = pending_changes_now()  # before the rows: an edit in between stays pending
     rows = load_rows()
     ledger = load_ledger()
     scope = _check_scope(buckets, {b.name for b in rows.buckets})
@@ -92,7 +93,8 @@ def compute_plan(
         )
     except (ClientError, BotoCoreError) as exc:
         raise explain_aws_error(exc, "read the current AWS state") from exc
-    return compute_steps(desired, current, ledger=ledger, prune=prune, adopt=adopt, buckets=scope)
+    plan = compute_steps(desired, current, ledger=ledger, prune=prune, adopt=adopt, buckets=scope)
+    return replace(plan, pending_seen=pending_seen)
 
 
 def apply_plan(plan: Plan, *, clients: dict[str, Any] | None = None) -> ApplyResult:

@@ -1,11 +1,13 @@
 """Write what sync did onto the configuration rows: ARNs/URLs, `created_by_s3tasks`, sync
-status/error (what s3tasks owns is recorded separately, by `ledger`)."""
+status/error, and the edits it applied taken off `pending_changes` (what s3tasks owns is
+recorded separately, by `ledger`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from s3tasks.models import Bucket, Queue, Subscription, Topic
@@ -28,6 +30,25 @@ def _status_of(kind: ResourceKind, name: str, plan: Plan, result: ApplyResult) -
     return SyncStatus.OK, ""
 
 
+SYNCED_MODELS: tuple[tuple[ResourceKind, Any], ...] = (
+    (ResourceKind.BUCKET, Bucket),
+    (ResourceKind.QUEUE, Queue),
+    (ResourceKind.TOPIC, Topic),
+)
+
+
+def pending_changes_now() -> dict[tuple[ResourceKind, str], int]:
+    """Every bucket's, queue's and topic's `pending_changes` above zero, read before planning
+    so that a sync takes off only the edits its plan could have included."""
+    return {
+        (kind, name): count
+        for kind, model in SYNCED_MODELS
+        for name, count in model.objects.filter(pending_changes__gt=0).values_list(
+            "name", "pending_changes"
+        )
+    }
+
+
 def _update(queryset: Any, **values: Any) -> None:
     # Sync status does not change routing: skip ConfigQuerySet.update()'s rules-version bump.
     models.QuerySet.update(queryset, **values)
@@ -44,6 +65,12 @@ def _record(
             "last_sync_error": error,
             "last_synced_at": now,
         }
+        seen = plan.pending_seen.get((kind, name), 0)
+        if status == SyncStatus.OK and seen:
+            # Edits made since planning began are not in this plan: they stay pending.
+            values["pending_changes"] = Greatest(
+                models.F("pending_changes") - seen, models.Value(0)
+            )
         created = result.created.get((kind, name))
         if created:
             values["created_by_s3tasks"] = True
@@ -63,10 +90,12 @@ def _record_subscriptions(plan: Plan, result: ApplyResult) -> None:
     """The ARN of every subscription apply made, updated or adopted."""
     desired = plan.desired
     names = {q.arn: q.name for q in desired.queues} | {t.arn: t.name for t in desired.topics}
-    for (topic_arn, queue_arn), arn in result.subscriptions.items():
-        rows = Subscription.objects.filter(
-            topic__name=names[topic_arn], queue__name=names[queue_arn]
-        )
+    for (topic_arn, endpoint), arn in result.subscriptions.items():
+        rows = Subscription.objects.filter(topic__name=names[topic_arn])
+        if endpoint in names:
+            rows = rows.filter(queue__name=names[endpoint])
+        else:  # an HTTP(S) endpoint's URL
+            rows = rows.filter(endpoint=endpoint)
         _update(rows, arn=arn)
 
 

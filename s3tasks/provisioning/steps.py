@@ -130,15 +130,16 @@ class DeleteTopic:
 @dataclass(frozen=True)
 class Subscribe:
     topic_arn: str
-    queue_arn: str
+    endpoint: str  # a queue ARN, or an HTTP(S) URL
     attributes: dict[str, str]
+    protocol: str = "sqs"
 
 
 @dataclass(frozen=True)
 class UpdateSubscription:
     arn: str
     topic_arn: str
-    queue_arn: str
+    endpoint: str
     attributes: dict[str, str]  # empty: nothing to set (an adoption that changes nothing)
 
 
@@ -214,6 +215,8 @@ class Plan:
     buckets: tuple[str, ...] | None = None  # the --bucket scope; None = every bucket
     queue_urls: dict[str, str] = field(default_factory=dict)  # existing queues, by name
     adopt: bool = False
+    # Each row's `pending_changes` when planning began: what a successful apply clears.
+    pending_seen: dict[tuple[ResourceKind, str], int] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
