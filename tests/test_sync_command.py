@@ -109,6 +109,9 @@ def test_print_iam_policy_outputs_worker_and_operator_policies(moto_endpoint, co
     assert set(policies) == {"worker", "operator"}
     consumed = {s["Sid"]: s for s in policies["worker"]["Statement"]}["S3tasksConsumeQueues"]
     assert "arn:aws:sqs:us-east-1:123456789012:e2e-raw" in consumed["Resource"]
+    redrive = {s["Sid"]: s for s in policies["operator"]["Statement"]}["S3tasksRedriveQueues"]
+    assert {"sqs:SendMessage", "sqs:StartMessageMoveTask"} <= set(redrive["Action"])
+    assert "arn:aws:sqs:us-east-1:123456789012:e2e-raw" in redrive["Resource"]
 
 
 @pytest.mark.django_db(transaction=True)

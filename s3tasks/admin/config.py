@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from s3tasks.admin.cells import compact_time
 from s3tasks.admin.forms import HandlerBindingForm, S3EventPatternsField
 from s3tasks.admin.history import ReadOnlyAdmin
+from s3tasks.admin.redrive import has_redrive_permission, redrive_dead_letters
 from s3tasks.admin.rule_runs import RULE_PARAMETER
 from s3tasks.admin.sync import can_sync_to_aws, sync_buckets_action
 from s3tasks.admin.views import which_handlers_view
@@ -147,7 +148,7 @@ class BucketAdmin(SyncedResourceAdmin):
 class SubscriptionInline(admin.TabularInline):
     model = Subscription
     extra = 0
-    fields = ("topic", "queue", "raw_message_delivery", "filter_policy", "arn")
+    fields = ("topic", "queue", "endpoint", "raw_message_delivery", "filter_policy", "arn")
     readonly_fields = ("arn",)
 
 
@@ -174,6 +175,8 @@ class QueueAdmin(SyncedResourceAdmin):
     search_fields = ("name",)
     readonly_fields = ("url", *SYNC_FIELDS)
     inlines = [SubscriptionInline]
+    actions = [redrive_dead_letters]
+    has_redrive_permission = has_redrive_permission
 
 
 class HandlerBindingInline(admin.TabularInline):

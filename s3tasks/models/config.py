@@ -233,6 +233,7 @@ class Queue(SyncedResource):
         ordering = ["name"]
         verbose_name = _("queue")
         verbose_name_plural = _("queues")
+        permissions = [("redrive_queue", _("Can redrive dead-letter messages"))]
 
     def __str__(self) -> str:
         return self.name

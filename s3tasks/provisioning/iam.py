@@ -8,6 +8,7 @@ publish follow-up commands to the given targets.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -50,8 +51,6 @@ def _object_statements(bindings: Iterable[BindingRow], partition: str) -> list[d
 
 
 def _consumed_queue_arns(desired: DesiredState) -> list[str]:
-    import json
-
     dlqs = {
         json.loads(q.attributes["RedrivePolicy"])["deadLetterTargetArn"]
         for q in desired.queues
@@ -120,6 +119,22 @@ def operator_policy(desired: DesiredState) -> dict[str, Any]:
                     "sqs:ListQueueTags",
                     "sqs:SetQueueAttributes",
                     "sqs:TagQueue",
+                ],
+                "Resource": queues,
+            },
+            {
+                # `s3tasks_redrive` and the admin's redrive action: dead-letter queues back
+                # to their sources (StartMessageMoveTask on AWS, else receive/send/delete)
+                "Sid": "S3tasksRedriveQueues",
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:ListDeadLetterSourceQueues",
+                    "sqs:ListMessageMoveTasks",
+                    "sqs:ReceiveMessage",
+                    "sqs:SendMessage",
+                    "sqs:StartMessageMoveTask",
                 ],
                 "Resource": queues,
             },
