@@ -18,6 +18,8 @@ DISPATCH_MODES = ("celery", "inline")
 BATCH_RESULT_CODES = ("Succeeded", "TemporaryFailure", "PermanentFailure")
 EVENTBRIDGE_KEY_FORMS = ("verbatim", "url-encoded")
 LOG_FORMATS = ("text", "json")
+# CloudWatch's rule for a namespace (Embedded Metric Format specification)
+NAMESPACE_PATTERN = re.compile(r"[a-zA-Z0-9._#:/-]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class S3TasksSettings:
     CLEANUP_INTERVAL: float = 0.0
     # How commands and the Lambda entrypoint write their log lines when LOGGING sets none.
     LOG_FORMAT: str = "text"
+    # The CloudWatch namespace of the Lambda entrypoint's EMF metric lines; None: no lines.
+    METRICS_NAMESPACE: str | None = "s3tasks"
     # The SNS HTTPS endpoint (docs/sns-endpoint.md): topics it accepts besides Topic rows,
     # extra hosts for SigningCertURL/SubscribeURL (tests), the CA bundle of those fetches
     # (None: the system store), the oldest Timestamp accepted, the fetch timeout (seconds),
@@ -96,6 +100,18 @@ def _typed(name: str, value: Any, kind: type | tuple[type, ...], example: str) -
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise S3TasksConfigurationError(
             f'S3TASKS["{name}"] is {value!r}; it must be like {example}.'
+        )
+
+
+def _check_metrics_namespace(value: Any) -> None:
+    if value is None:
+        return
+    valid = isinstance(value, str) and NAMESPACE_PATTERN.fullmatch(value)
+    if not valid or value.startswith("AWS/"):
+        raise S3TasksConfigurationError(
+            f'S3TASKS["METRICS_NAMESPACE"] is {value!r}; it must be a CloudWatch namespace of 1 '
+            "to 255 letters, digits and . _ - # : / not starting with AWS/, e.g. "
+            '"s3tasks" or "myapp/s3tasks", or None to emit no metrics from Lambda.'
         )
 
 
@@ -234,6 +250,7 @@ def build_settings(raw: dict[str, Any] | None) -> S3TasksSettings:
     _choice("BATCH_TREAT_MISSING_KEYS_AS", conf.BATCH_TREAT_MISSING_KEYS_AS, BATCH_RESULT_CODES)
     _choice("EVENTBRIDGE_KEYS", conf.EVENTBRIDGE_KEYS, EVENTBRIDGE_KEY_FORMS)
     _choice("LOG_FORMAT", conf.LOG_FORMAT, LOG_FORMATS)
+    _check_metrics_namespace(conf.METRICS_NAMESPACE)
     if conf.BATCH_HANDLER is not None:
         _typed("BATCH_HANDLER", conf.BATCH_HANDLER, str, '"myapp.handlers.resize"')
     _typed("MAX_RETRIES", conf.MAX_RETRIES, int, "3")

@@ -52,23 +52,27 @@ ACCEPTED_TRIGGERS = (
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any] | None:
-    """Handle one Lambda invocation of any trigger s3tasks understands."""
+    """Handle one Lambda invocation of any trigger s3tasks understands; print its metrics as
+    one CloudWatch EMF line when it ends (`S3TASKS["METRICS_NAMESPACE"]`, docs/metrics.md)."""
     setup_django()
+    from s3tasks.conf import get_settings
     from s3tasks.envelopes import MessageKind
+    from s3tasks.ops.metrics import emf
 
     release_stale_connections()
-    try:
-        kind = _trigger_kind_or_record(event, context)
-        if kind == MessageKind.LAMBDA_SQS:
-            return handle_sqs_batch(event, context)
-        if kind == MessageKind.BATCH_OPERATIONS:
-            from s3tasks.batch_jobs import handle_invocation
+    with emf.invocation(get_settings().METRICS_NAMESPACE, context):
+        try:
+            kind = _trigger_kind_or_record(event, context)
+            if kind == MessageKind.LAMBDA_SQS:
+                return handle_sqs_batch(event, context)
+            if kind == MessageKind.BATCH_OPERATIONS:
+                from s3tasks.batch_jobs import handle_invocation
 
-            return handle_invocation(event)
-        return handle_notification(event, context)
-    finally:
-        relay_leftover_commands(context)
-        release_stale_connections()
+                return handle_invocation(event)
+            return handle_notification(event, context)
+        finally:
+            relay_leftover_commands(context)
+            release_stale_connections()
 
 
 def relay_leftover_commands(context: Any = None) -> None:
@@ -181,6 +185,7 @@ def handle_sqs_batch(event: Mapping[str, Any], context: Any = None) -> dict[str,
 def _process_records(records: Sequence[SqsRecord], context: Any) -> list[str]:
     """The message ids to redeliver, after running every record that time allows."""
     from s3tasks.conf import get_settings
+    from s3tasks.ops.metrics import emf
     from s3tasks.processing.message_failures import record_malformed_outcomes
     from s3tasks.processing.messages import process_messages
 
@@ -195,11 +200,13 @@ def _process_records(records: Sequence[SqsRecord], context: Any) -> list[str]:
                 len(left),
             )
             failures.extend(left)
+            emf.count_messages(["released"] * len(left))
             break
         chunk = [_inbound(record) for record in records[start : start + SQS_CHUNK]]
         outcomes = process_messages(chunk, dispatch_mode=settings.LAMBDA_DISPATCH)
         record_malformed_outcomes(chunk, outcomes)  # never raises; the record is reported anyway
         failures.extend(o.message_id for o in outcomes if not o.deletable)
+        emf.count_messages(o.status for o in outcomes)
     return failures
 
 
@@ -222,8 +229,10 @@ def _fail_whole_batch(unidentified: Sequence[tuple[int, SqsRecord]]) -> None:
     Failing the batch is the only answer that loses nothing: Lambda redelivers every
     message of it, and handlers that already ran on the others are not run again.
     """
+    from s3tasks.ops.metrics import emf
     from s3tasks.processing.message_failures import record_message_failure
 
+    emf.count_messages(["malformed"] * len(unidentified))
     where = ", ".join(f"$.Records[{i}]" for i, _ in unidentified)
     problem = (
         f"{len(unidentified)} SQS record(s) without a messageId ({where}): batchItemFailures "
@@ -257,11 +266,13 @@ def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
     """An S3/SNS/EventBridge trigger: run its events; raise on failure so Lambda retries."""
     from s3tasks.conf import get_settings
     from s3tasks.exceptions import MalformedMessage
+    from s3tasks.ops.metrics import emf
     from s3tasks.processing.message_failures import record_malformed_outcomes
     from s3tasks.processing.messages import InboundMessage, Status, process_message
 
     message = InboundMessage(message_id=_request_id(context), body=dict(event), queue_name="lambda")
     outcome = process_message(message, dispatch_mode=get_settings().LAMBDA_DISPATCH)
+    emf.count_messages([outcome.status])
     if outcome.status == Status.MALFORMED:
         record_malformed_outcomes([message], [outcome])
         raise MalformedMessage(outcome.error)
@@ -273,11 +284,13 @@ def handle_notification(event: Mapping[str, Any], context: Any = None) -> None:
 def _trigger_kind_or_record(event: Any, context: Any) -> str:
     """`trigger_kind(event)`; an invocation it refuses also gets a `MessageFailure` row."""
     from s3tasks.exceptions import MalformedMessage
+    from s3tasks.ops.metrics import emf
     from s3tasks.processing.message_failures import record_message_failure
 
     try:
         return trigger_kind(event)
     except MalformedMessage as exc:
+        emf.count_messages(["malformed"])
         try:
             record_message_failure(
                 queue_name="lambda",

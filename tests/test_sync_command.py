@@ -109,6 +109,17 @@ def test_print_iam_policy_outputs_worker_and_operator_policies(moto_endpoint, co
     assert set(policies) == {"worker", "operator"}
     consumed = {s["Sid"]: s for s in policies["worker"]["Statement"]}["S3tasksConsumeQueues"]
     assert "arn:aws:sqs:us-east-1:123456789012:e2e-raw" in consumed["Resource"]
+    assert "arn:aws:sqs:us-east-1:123456789012:e2e-raw-dlq" not in consumed["Resource"]
+    watched = {s["Sid"]: s for s in policies["worker"]["Statement"]}
+    assert watched["S3tasksWatchDeadLetterQueues"] == {  # the metrics' dead-letter gauges
+        "Sid": "S3tasksWatchDeadLetterQueues",
+        "Effect": "Allow",
+        "Action": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+        "Resource": [  # every queue gets a dead-letter queue by default
+            f"arn:aws:sqs:us-east-1:123456789012:{name}-dlq"
+            for name in ("e2e-direct-q", "e2e-raw", "e2e-wrapped", "s3tasks-events")
+        ],
+    }
     redrive = {s["Sid"]: s for s in policies["operator"]["Statement"]}["S3tasksRedriveQueues"]
     assert {"sqs:SendMessage", "sqs:StartMessageMoveTask"} <= set(redrive["Action"])
     assert "arn:aws:sqs:us-east-1:123456789012:e2e-raw" in redrive["Resource"]

@@ -50,12 +50,16 @@ def _object_statements(bindings: Iterable[BindingRow], partition: str) -> list[d
     ]
 
 
-def _consumed_queue_arns(desired: DesiredState) -> list[str]:
-    dlqs = {
+def _dead_letter_arns(desired: DesiredState) -> set[str]:
+    return {
         json.loads(q.attributes["RedrivePolicy"])["deadLetterTargetArn"]
         for q in desired.queues
         if "RedrivePolicy" in q.attributes
     }
+
+
+def _consumed_queue_arns(desired: DesiredState) -> list[str]:
+    dlqs = _dead_letter_arns(desired)
     return sorted(q.arn for q in desired.queues if q.arn not in dlqs and not q.is_implicit_dlq)
 
 
@@ -70,6 +74,13 @@ def worker_policy(
             "Effect": "Allow",
             "Action": CONSUME_ACTIONS,
             "Resource": _consumed_queue_arns(desired),
+        },
+        {
+            # the worker's queue-depth gauges (`--metrics-port`) read the dead-letter queues
+            "Sid": "S3tasksWatchDeadLetterQueues",
+            "Effect": "Allow",
+            "Action": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            "Resource": sorted(_dead_letter_arns(desired)),
         },
         *_object_statements(bindings, desired.account.partition),
         {

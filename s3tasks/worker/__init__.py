@@ -2,7 +2,7 @@
 
 Read in this order: `sqs` (the thin SQS layer), `options`, `loop` (the consumer), `acker`
 (its finishing side), `inflight`/`stats`/`periodic` (its helpers), `runner` (wiring to
-models and settings).
+models and settings), `metrics` (its Prometheus figures, with `--metrics-port`).
 `memory_sqs` is an instant in-memory SQS stand-in for tests and benchmarks.
 """
 

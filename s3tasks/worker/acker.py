@@ -106,15 +106,16 @@ class Acker:
     def _settle(self, batch: list[Finished]) -> None:
         deletes, retries, timeouts = [], [], []
         for message, outcome in batch:
+            queue = message.queue.name
             if outcome is RELEASED:
-                self.stats.add("released")
+                self.stats.add("released", queue=queue)
                 retries.append(message)
                 timeouts.append(0)
                 continue
-            self.stats.add("events", outcome.events)
+            self.stats.add("events", outcome.events, queue=queue)
             if outcome.deletable:
                 failed_for_good = outcome.status == Status.FAILED_PERMANENTLY
-                self.stats.add("failed_permanently" if failed_for_good else "handled")
+                self.stats.add("failed_permanently" if failed_for_good else "handled", queue=queue)
                 deletes.append(message)
                 continue
             retries.append(message)
@@ -122,21 +123,22 @@ class Acker:
         self.inflight.discard(m for m, _ in batch)
         if deletes:
             result = self.sqs.delete(deletes)
-            self.stats.add("deleted", len(result.succeeded))
-            self.stats.add("delete_failed", len(result.failed))
+            self.stats.add_per_queue("deleted", result.succeeded)
+            self.stats.add_per_queue("delete_failed", [m for m, _ in result.failed])
         if retries:
             self.sqs.change_visibility(retries, timeouts)
         self._on_settled()
 
     def _release_after(self, message: ReceivedMessage, outcome: MessageOutcome) -> int:
         """Seconds until a message we keep becomes visible again, counting why we keep it."""
+        queue = message.queue.name
         if outcome.status == Status.UNAVAILABLE:  # not its fault: back soon after the outage
-            self.stats.add("unavailable")
+            self.stats.add("unavailable", queue=queue)
             return self.options.outage_release
         if outcome.status == Status.DEFERRED:  # for a worker that has the handler
-            self.stats.add("deferred")
+            self.stats.add("deferred", queue=queue)
             return self._defer_after(message)
-        self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed")
+        self.stats.add("malformed" if outcome.status == Status.MALFORMED else "failed", queue=queue)
         return self._backoff(message, outcome)
 
     def _defer_after(self, message: ReceivedMessage) -> int:

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,21 @@ class ReceivedMessage:
     body: str
     receive_count: int = 1
     attributes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """A queue's messages by state: ready to receive, received and not yet deleted, delayed."""
+
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+
+    ATTRIBUTES: ClassVar[dict[str, str]] = {
+        "visible": "ApproximateNumberOfMessages",
+        "in_flight": "ApproximateNumberOfMessagesNotVisible",
+        "delayed": "ApproximateNumberOfMessagesDelayed",
+    }
 
 
 @dataclass
@@ -93,6 +108,25 @@ class SqsQueueClient:
             dead_letter_arn=dlq,
             visibility_timeout=int(timeout) if timeout is not None else None,
         )
+
+    def depth(self, url: str) -> QueueDepth:
+        """How many messages the queue holds now, by state (`GetQueueAttributes`; SQS's
+        figures are approximate and settle within about a minute)."""
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=list(QueueDepth.ATTRIBUTES.values())
+        ).get("Attributes", {})
+        return QueueDepth(
+            **{state: int(attributes.get(name, 0)) for state, name in QueueDepth.ATTRIBUTES.items()}
+        )
+
+    def url_of_arn(self, arn: str) -> str:
+        """The URL of the queue an ARN names (`arn:aws:sqs:REGION:ACCOUNT:NAME`)."""
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[2] != "sqs":
+            raise ValueError(f"not an SQS queue ARN: {arn!r}")
+        return self.client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])[
+            "QueueUrl"
+        ]
 
     # --- messages ----------------------------------------------------------------------------
 

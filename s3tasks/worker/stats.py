@@ -1,10 +1,18 @@
-"""Counters of a worker process and the periodic stats log line built from them."""
+"""Counters of a worker process and the periodic stats log line built from them.
+
+Observers (the Prometheus metrics of `s3tasks.worker.metrics`) see each count with the queue
+it is about, and each received batch.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from s3tasks.worker.sqs import QueueRef, ReceivedMessage
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,14 @@ COUNTERS = (
 )
 
 
+class StatsObserver(Protocol):
+    """What `WorkerStats.observe` accepts: told of every count made for a queue."""
+
+    def counted(self, name: str, queue: str, amount: int) -> None: ...
+
+    def received(self, queue: QueueRef, messages: Sequence[ReceivedMessage]) -> None: ...
+
+
 class WorkerStats:
     """Thread-safe counters; `line()` renders the periodic log line with the recent rate."""
 
@@ -67,10 +83,34 @@ class WorkerStats:
         self._started = time.monotonic()
         self._last_line_at = self._started
         self._last_line_processed = 0
+        self._observers: tuple[StatsObserver, ...] = ()
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def observe(self, observer: StatsObserver) -> None:
+        """Tell `observer` of every count made for a queue from now on."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+    def add(self, name: str, amount: int = 1, *, queue: str | None = None) -> None:
+        """Add `amount` to counter `name`; `queue` names the queue it is about, if one."""
         with self._lock:
             self._counts[name] += amount
+        if queue is not None and amount:
+            for observer in self._observers:
+                observer.counted(name, queue, amount)
+
+    def add_per_queue(self, name: str, messages: Sequence[ReceivedMessage]) -> None:
+        """Count each of `messages` under `name`, for its own queue."""
+        per_queue: dict[str, int] = {}
+        for message in messages:
+            per_queue[message.queue.name] = per_queue.get(message.queue.name, 0) + 1
+        for queue, amount in per_queue.items():
+            self.add(name, amount, queue=queue)
+
+    def received(self, queue: QueueRef, messages: Sequence[ReceivedMessage]) -> None:
+        """A receive from `queue` returned `messages` (not empty)."""
+        self.add("received", len(messages), queue=queue.name)
+        for observer in self._observers:
+            observer.received(queue, messages)
 
     def snapshot(self, in_flight: int = 0) -> StatsSnapshot:
         with self._lock:

@@ -11,8 +11,12 @@ from s3tasks.checks import rules_database
 from s3tasks.conf import DISPATCH_MODES
 from s3tasks.exceptions import S3TasksConfigurationError
 from s3tasks.logs import add_log_format_argument, configure_command_logging
+from s3tasks.ops.metrics.prometheus import DEFAULT_ADDR, import_prometheus
 from s3tasks.rules.code_bindings import add_missing_code_bindings
-from s3tasks.worker import QueueSelectionError, WorkerOptions, build_consumer
+from s3tasks.worker import Consumer, QueueSelectionError, WorkerOptions, build_consumer
+from s3tasks.worker.metrics import RunningMetrics, start_worker_metrics
+
+DEFAULT_METRICS_POLL = 15.0
 
 
 class Command(BaseCommand):
@@ -82,6 +86,28 @@ class Command(BaseCommand):
             "probes.",
         )
         parser.add_argument("--stats-interval", type=float, help="Seconds between stats log lines.")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on http://ADDR:PORT/metrics (0: any free port, "
+            "logged). Needs pip install 's3tasks[metrics]'; see docs/metrics.md.",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default=DEFAULT_ADDR,
+            metavar="ADDR",
+            help=f"Address the metrics server listens on (default {DEFAULT_ADDR}: every "
+            "interface, so a scraper on another host reaches it; 127.0.0.1 keeps it local).",
+        )
+        parser.add_argument(
+            "--metrics-poll",
+            type=float,
+            default=DEFAULT_METRICS_POLL,
+            metavar="SECONDS",
+            help="Seconds between GetQueueAttributes polls of each queue's and dead-letter "
+            f"queue's depth for the metrics (default {DEFAULT_METRICS_POLL:g}).",
+        )
         add_log_format_argument(parser)
 
     def get_check_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +136,7 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc))
+        check_metrics_flags(opts)
         # Only add: during a rolling deploy the database may hold a newer release's rules
         # (docs/worker.md, "Rolling deploys"); migrate/s3tasks_bindings reconcile fully.
         add_missing_code_bindings()
@@ -117,7 +144,12 @@ class Command(BaseCommand):
             consumer = build_consumer(client("sqs"), opts["queue"], options)
         except (QueueSelectionError, S3TasksConfigurationError) as exc:  # e.g. no credentials
             raise CommandError(str(exc))
-        final = consumer.run(install_signal_handlers=True)
+        metrics = serve_metrics(consumer, opts)
+        try:
+            final = consumer.run(install_signal_handlers=True)
+        finally:
+            if metrics is not None:
+                metrics.close()
         self.stdout.write(
             f"sqs_worker: received {final.received}, handled {final.handled}, "
             f"failed {final.failed}, failed permanently {final.failed_permanently}, "
@@ -132,3 +164,32 @@ class Command(BaseCommand):
                 "redelivery (raise --shutdown-timeout to let long handlers finish)",
                 returncode=3,
             )
+
+
+def check_metrics_flags(opts: dict[str, Any]) -> None:
+    """Refuse wrong metrics flags, or a port without prometheus_client, before any work."""
+    port = opts["metrics_port"]
+    if port is None:
+        return
+    if not 0 <= port <= 65535:
+        raise CommandError(f"--metrics-port must be 0..65535, not {port}")
+    if not opts["metrics_poll"] > 0:
+        raise CommandError("--metrics-poll must be more than 0 seconds")
+    try:
+        import_prometheus()
+    except ImportError as exc:
+        raise CommandError(f"--metrics-port: {exc}")
+
+
+def serve_metrics(consumer: Consumer, opts: dict[str, Any]) -> RunningMetrics | None:
+    """Start the metrics server and queue poller when `--metrics-port` asks for them."""
+    if opts["metrics_port"] is None:
+        return None
+    try:
+        return start_worker_metrics(
+            consumer, opts["metrics_port"], opts["metrics_addr"], opts["metrics_poll"]
+        )
+    except OSError as exc:
+        raise CommandError(
+            f"cannot serve metrics on {opts['metrics_addr']}:{opts['metrics_port']}: {exc}"
+        )
