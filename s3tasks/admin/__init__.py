@@ -4,4 +4,4 @@ Each submodule registers its ModelAdmins with `@admin.register`, as any app's ad
 Django's admin autodiscovery imports this package.
 """
 
-from s3tasks.admin import backfill, config, history  # noqa: F401
+from s3tasks.admin import backfill, config, dashboard, history  # noqa: F401

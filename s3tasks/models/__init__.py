@@ -1,4 +1,5 @@
-"""Django models of s3tasks: AWS configuration (config) and what happened (history)."""
+"""Django models of s3tasks: AWS configuration (config), what happened (history), what the
+workers report (worker), and the proxy that lists the operations dashboard (dashboard)."""
 
 from s3tasks.models.backfill import Backfill
 from s3tasks.models.config import (
@@ -10,10 +11,11 @@ from s3tasks.models.config import (
     Subscription,
     Topic,
 )
+from s3tasks.models.dashboard import OperationsDashboard
 from s3tasks.models.history import EventRecord, HandlerRun, RunState
 from s3tasks.models.outbox import OutboxKind, OutboxMessage
 from s3tasks.models.ownership import ManagedResource
-from s3tasks.models.worker import MessageFailure
+from s3tasks.models.worker import MessageFailure, WorkerHeartbeat
 
 __all__ = [
     "Backfill",
@@ -24,6 +26,7 @@ __all__ = [
     "ManagedResource",
     "MessageFailure",
     "NotificationRule",
+    "OperationsDashboard",
     "OutboxKind",
     "OutboxMessage",
     "Queue",
@@ -31,4 +34,5 @@ __all__ = [
     "RunState",
     "Subscription",
     "Topic",
+    "WorkerHeartbeat",
 ]

@@ -11,7 +11,8 @@ Threads, and why each exists:
 - one *acker* (`acker.Acker`): deletes handled messages in batches and sets a backoff
   visibility on failed ones, so a message is deleted only after all its events were handled
   or handed off;
-- periodic helpers: the visibility *heartbeat*, the *stats* line and the *outbox* relay.
+- periodic helpers: the visibility *heartbeat*, the *stats* line, the *outbox* relay and the
+  worker's *presence* row (`WorkerHeartbeat`, for the admin's dashboard).
 
 The main thread only starts them, watches the exit conditions and runs the shutdown.
 """
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import close_old_connections, connections
 
@@ -49,6 +50,16 @@ SLOT_WAIT = 0.5  # how long a receiver waits for a free worker before re-checkin
 EMPTY_SHORT_POLL_PAUSE = 0.1  # with --wait-time 0, pause after an empty receive
 
 
+class Presence(Protocol):
+    """The worker's row for the admin's dashboard (`s3tasks.worker.presence.WorkerPresence`)."""
+
+    interval: float
+
+    def beat(self, snapshot: StatsSnapshot) -> None: ...
+
+    def leave(self) -> None: ...
+
+
 class Consumer:
     """Consume `queues` with a thread pool until told to stop (or an exit condition holds)."""
 
@@ -64,6 +75,7 @@ class Consumer:
         relay: Callable[[], Any] | None = None,
         recover: Callable[[], Any] | None = None,
         cleanup: Callable[[], Any] | None = None,
+        presence: Presence | None = None,
         probe: Probe | None = None,
         hints: Sequence[str] = (),
     ) -> None:
@@ -79,6 +91,7 @@ class Consumer:
         self._relay = relay
         self._recover = recover
         self._cleanup = cleanup
+        self._presence = presence
         self.gate = OutageGate(probe or _always_up)
         self.hints = list(hints)  # advice for the operator, named on the start line
         self._slots = Slots(options.concurrency, options.max_messages)
@@ -111,6 +124,7 @@ class Consumer:
         ]
         self._log_start()
         try:
+            self._beat_if_up()  # on the dashboard from the start, not one interval later
             self._watch()
         finally:
             self._shutdown(workers, acker, periodic)
@@ -189,6 +203,7 @@ class Consumer:
             time.sleep(0.02)
         if not self._drained():
             self._abandon_in_flight()
+        database_up = self.gate.is_open  # during an outage the row is left to go stale
         self.gate.stop()
         for _ in workers:
             self._work.put(None)
@@ -199,6 +214,8 @@ class Consumer:
         acker.join(timeout=10)
         for task in periodic:
             task.stop()
+        if self._presence is not None and database_up:
+            self._presence.leave()
 
     def _abandon_in_flight(self) -> None:
         """Shutdown timed out: hand what is still in flight back to SQS now, and say which.
@@ -268,7 +285,7 @@ class Consumer:
                 )
             except Exception as exc:  # a network error must not kill the receiver
                 self._slots.give_back(wanted)
-                self.stats.add("receive_errors")
+                self.stats.add("receive_errors", queue=source.name)
                 logger.warning(
                     "s3tasks worker: receive from %s failed (%s); retrying in %.1fs",
                     source.name,
@@ -279,18 +296,18 @@ class Consumer:
                 pause = min(30.0, pause * 2)
                 continue
             pause = self.options.receive_error_backoff
-            self._accept(messages, wanted)
+            self._accept(source, messages, wanted)
             if not messages and self.options.wait_time == 0:
                 self.stop_receiving.wait(EMPTY_SHORT_POLL_PAUSE)  # no hot loop on short polls
             if self.options.once:
                 return
 
-    def _accept(self, messages: list[ReceivedMessage], wanted: int) -> None:
+    def _accept(self, source: QueueRef, messages: list[ReceivedMessage], wanted: int) -> None:
         self._slots.give_back(wanted - len(messages))
         if not messages:
             return
         self._mark_active()
-        self.stats.add("received", len(messages))
+        self.stats.received(source, messages)
         self._acker.taken(len(messages))
         for message in messages:
             self.inflight.add(message, self.options.visibility_timeout)
@@ -385,6 +402,8 @@ class Consumer:
             tasks.append(
                 Periodic("s3tasks-cleanup", self.options.cleanup_interval, self._cleanup_if_up)
             )
+        if self._presence is not None:
+            tasks.append(Periodic("s3tasks-presence", self._presence.interval, self._beat_if_up))
         for task in tasks:
             task.start()
         return tasks
@@ -396,7 +415,7 @@ class Consumer:
             return
         result = self.sqs.change_visibility(due, [timeout] * len(due))
         self.inflight.extended(result.succeeded, timeout)
-        self.stats.add("extended", len(result.succeeded))
+        self.stats.add_per_queue("extended", result.succeeded)
 
     def _recover_if_up(self) -> None:
         if self.gate.is_open and self._recover is not None:
@@ -405,6 +424,10 @@ class Consumer:
     def _cleanup_if_up(self) -> None:
         if self.gate.is_open and self._cleanup is not None:
             self._cleanup()
+
+    def _beat_if_up(self) -> None:
+        if self.gate.is_open and self._presence is not None:
+            self._presence.beat(self.stats.snapshot(len(self.inflight)))
 
     def _log_stats(self) -> None:
         logger.info("s3tasks worker: %s", self.stats.line(len(self.inflight)))

@@ -24,6 +24,7 @@ from s3tasks.processing.message_failures import record_message_failure
 from s3tasks.processing.messages import MessageOutcome
 from s3tasks.worker.loop import Consumer
 from s3tasks.worker.options import WorkerOptions
+from s3tasks.worker.presence import WorkerPresence
 from s3tasks.worker.sqs import QueueRef, ReceivedMessage, SqsQueueClient
 
 logger = logging.getLogger("s3tasks.worker")
@@ -122,6 +123,10 @@ def build_consumer(
     kwargs.setdefault("relay", outbox_relay())
     kwargs.setdefault("recover", recovery_pass(options.dispatch))
     kwargs.setdefault("cleanup", cleanup_pass())
+    kwargs.setdefault(
+        "presence",
+        WorkerPresence([q.name for q in queues], options.dispatch or "", options.concurrency),
+    )
     kwargs.setdefault("probe", service_probe(options.dispatch))
     kwargs.setdefault("hints", connection_hints())
     return Consumer(sqs, queues, options, **kwargs)
