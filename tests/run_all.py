@@ -34,8 +34,12 @@ def postgres_reachable() -> bool:
 def main() -> int:
     extra = sys.argv[1:]
     base = {**os.environ}
-    # S3TASKS_TEST_PASSES=sqlite runs the first pass only (CI's second Django line)
+    # S3TASKS_TEST_PASSES=sqlite runs the first pass only; =unit runs only the tests that start
+    # no processes (no `integration` mark), on SQLite: CI's second Django line, for time.
     passes = set(os.environ.get("S3TASKS_TEST_PASSES", "sqlite,postgres").split(","))
+    if passes == {"unit"}:
+        unit = ["-m", "not postgres and not integration", *extra]
+        return run("SQLite, unit tests", {**base, "S3TASKS_DB": "sqlite"}, unit)
     sqlite = run("SQLite", {**base, "S3TASKS_DB": "sqlite"}, ["-m", "not postgres", *extra])
     if "postgres" not in passes:
         return sqlite

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Field, QuerySet
+from django.db.models import Count, Field, QuerySet, URLField
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -150,6 +150,8 @@ class SubscriptionInline(admin.TabularInline):
     extra = 0
     fields = ("topic", "queue", "endpoint", "raw_message_delivery", "filter_policy", "arn")
     readonly_fields = ("arn",)
+    # SNS endpoints are https only (Django 6 also makes it the default scheme)
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Topic)
