@@ -7,10 +7,12 @@ batch's `EventRecord`s and one for its `HandlerRun`s (idempotent, see `records`)
 - `inline`: in ONE transaction, the runs that already existed are locked, every handler runs
   in its own savepoint, exactly once per (dedup key, handler), and all outcomes are written
   with one UPDATE. A process killed mid-batch commits nothing; the redelivery runs it again.
-- `celery`: sends each handler's registered Celery task (JSON arguments) once and stores the
-  task id and the run's lease; the task body (`execution.execute_celery_run`) claims the run
-  the same exactly-once way and retries with exponential backoff. A task lost after the
-  message was deleted is found by its lease (`s3tasks.ops.recovery`).
+- `celery`: commits the rows, then hands the batch's runs to Celery in a second transaction
+  (`hand_off`: lock, store task ids and leases in one UPDATE, publish every task through one
+  producer, commit), so each run is sent once even if the process dies in between. The task
+  body (`celery_tasks.execute_celery_run`) claims the run the same exactly-once way and retries
+  with exponential backoff. A task lost after the message was deleted is found by its lease
+  (`s3tasks.ops.recovery`).
 
 A run that ended (`succeeded`, or `failed` for good) is never run again by a delivery. A
 handler this process does not have is left alone for a process that has it (rolling deploys).
@@ -42,6 +44,7 @@ from s3tasks.processing.execution import (
     lease_deadline,
     report,
     run_claimed,
+    run_log_fields,
 )
 from s3tasks.processing.runs import (
     RunKey,
@@ -243,6 +246,7 @@ def _deferred(run: HandlerRun) -> RunOutcome:
             "s3tasks: handler %r is routed to but not registered in this process (an older "
             "release during a deploy?); its events are left for a process that has it",
             name,
+            extra={"handler": name, "run_id": run.pk, "outcome": "deferred"},
         )
     error = f"handler {name!r} is not registered in this process; left for one that has it"
     return RunOutcome(name, run.pk, run.state, error=error, deferred=True)
@@ -298,27 +302,32 @@ def run_inline(run_id: int, handler: Handler, event: S3Event) -> RunOutcome:
 
 
 def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
-    """Commit the batch's rows, then send each run's task once (after commit, per run)."""
+    """Commit the batch's rows in one transaction, then hand its runs to Celery (`hand_off`)."""
     with transaction.atomic():
         planned, runs = _plan(items, lock=False)
-    results = []
+    handoffs: dict[int, HandOff] = {}
+    decided: list[list[RunOutcome | int]] = []  # per item: an outcome, or a run to hand off
+    for p in planned:
+        row: list[RunOutcome | int] = []
+        for chosen, key in zip(p.routes, p.run_keys(), strict=True):
+            run = runs[key]
+            handler = local_handler(chosen.handler_name)
+            if handler is None:
+                row.append(_deferred(run))
+            elif run.state in TERMINAL_STATES or run.celery_task_id or run.pk in handoffs:
+                row.append(_skipped(run))  # done, handed off before, or earlier in this batch
+            else:
+                queue = celery_queue_for(chosen.celery_queue)
+                handoffs[run.pk] = HandOff(run, handler, p.item.event, queue)
+                row.append(run.pk)
+        decided.append(row)
     for p in planned:
         _announce(p)
-        outcomes = tuple(
-            _send_route(runs[key], p.item.event, chosen)
-            for chosen, key in zip(p.routes, p.run_keys(), strict=True)
-        )
-        results.append(_event_outcome(p.event_id, outcomes))
-    return results
-
-
-def _send_route(run: HandlerRun, event: S3Event, chosen: Route) -> RunOutcome:
-    handler = local_handler(chosen.handler_name)
-    if handler is None:
-        return _deferred(run)
-    if run.state in TERMINAL_STATES or run.celery_task_id:  # done, or handed off before
-        return _skipped(run)
-    return send_to_celery(run.pk, handler, event, chosen.celery_queue)
+    sent = _hand_off_when_committed(list(handoffs.values()))
+    return [
+        _event_outcome(p.event_id, tuple(sent[o] if isinstance(o, int) else o for o in row))
+        for p, row in zip(planned, decided, strict=True)
+    ]
 
 
 def celery_queue_for(route_queue: str = "") -> str | None:
@@ -326,22 +335,27 @@ def celery_queue_for(route_queue: str = "") -> str | None:
     return route_queue or get_settings().CELERY_QUEUE or None
 
 
+@dataclass(frozen=True)
+class HandOff:
+    """A run to hand to Celery: the handler whose task runs it, the event, the Celery queue."""
+
+    run: HandlerRun
+    handler: Handler
+    event: S3Event
+    queue: str | None
+
+
+# What a hand-off writes on its run: which task has it, on which queue, until when.
+HAND_OFF_FIELDS = ["celery_task_id", "celery_queue", "lease_expires_at"]
+
+
 def send_to_celery(
     run_id: int, handler: Handler, event: S3Event, route_queue: str = ""
 ) -> RunOutcome:
-    """Send the handler's task once for this run; defer to commit inside a caller's transaction.
-
-    The run row is locked while sending so concurrent deliveries send one task; the task id and
-    the run's lease are stored only once the broker accepted it, so a crash before that means
-    "never sent" and the next delivery sends again (the task's exactly-once claim absorbs any
-    duplicate). A run whose task is lost later is found by its lease (`s3tasks.ops.recovery`).
-    """
-    queue = celery_queue_for(route_queue)
-    if connection.in_atomic_block:
-        # Celery must be able to read our rows: send once the caller's transaction commits.
-        transaction.on_commit(lambda: _send_locked(run_id, handler, event, queue), robust=True)
-        return RunOutcome(handler.name, run_id, RunState.PENDING)
-    return _send_locked(run_id, handler, event, queue)
+    """Send the handler's task once for this run; defer to commit inside a caller's transaction."""
+    run = HandlerRun(pk=run_id, handler_name=handler.name)
+    handoff = HandOff(run, handler, event, celery_queue_for(route_queue))
+    return _hand_off_when_committed([handoff])[run_id]
 
 
 def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOutcome:
@@ -349,41 +363,129 @@ def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOu
 
     Sends at once, inside the caller's transaction that holds the run's lock: a Celery worker
     taking the task waits for that lock, and a process dying before its commit leaves the old
-    lease to be found again (a duplicate task is absorbed by the claim).
+    lease to be found again (the old task, should it turn up, no longer owns the run).
     """
-    return _send_locked(run.pk, handler, event, celery_queue_for(run.celery_queue), replace=True)
+    handoff = HandOff(run, handler, event, celery_queue_for(run.celery_queue))
+    return hand_off([handoff], resend=True)[run.pk]
 
 
-def _send_locked(
-    run_id: int, handler: Handler, event: S3Event, queue: str | None, *, replace: bool = False
-) -> RunOutcome:
-    error, unavailable = "", False
+def _hand_off_when_committed(handoffs: list[HandOff]) -> dict[int, RunOutcome]:
+    if not handoffs:
+        return {}
+    if connection.in_atomic_block:
+        # Celery must be able to read our rows: send once the caller's transaction commits.
+        transaction.on_commit(lambda: hand_off(handoffs), robust=True)
+        return {h.run.pk: RunOutcome(h.handler.name, h.run.pk, RunState.PENDING) for h in handoffs}
+    return hand_off(handoffs)
+
+
+def hand_off(handoffs: Sequence[HandOff], *, resend: bool = False) -> dict[int, RunOutcome]:
+    """Send each run's Celery task once, all of them with one producer; outcomes by run id.
+
+    The runs' rows must be committed already (a Celery worker has to see them). In one
+    transaction: lock the runs (id order) and keep those neither ended nor handed off (with
+    `resend`: not ended); store a new task id, the queue and the lease on them (one UPDATE);
+    publish their tasks; commit. A concurrent delivery waits for the lock and then finds the
+    task id; a crash before the commit leaves the runs unsent, for the redelivered message to
+    send again (a task already published then is absorbed by the claim, docs/dispatch.md).
+    A task the broker refused gets its run's previous values back before the commit.
+    """
+    by_id = {h.run.pk: h for h in handoffs}
     with transaction.atomic():
-        run = HandlerRun.objects.select_for_update().get(pk=run_id)
-        if run.state in TERMINAL_STATES or (run.celery_task_id and not replace):
-            return _skipped(run)
-        task_id = str(uuid.uuid4())
-        try:
-            handler.task.apply_async(
-                args=[event.to_dict(), run.pk], queue=queue, task_id=task_id, serializer="json"
-            )
-        except Exception as exc:  # broker down: leave the run unsent so a redelivery retries
-            unavailable = is_unavailable(exc)
-            error = f"could not send the Celery task ({describe(exc)})"
-            if unavailable:
-                logger.warning("s3tasks: could not send %s to Celery: %s", handler.name, error)
+        locked = HandlerRun.objects.select_for_update().filter(pk__in=by_id).order_by("pk")
+        outcomes: dict[int, RunOutcome] = {}
+        chosen = []
+        for run in locked:
+            if run.state in TERMINAL_STATES or (run.celery_task_id and not resend):
+                outcomes[run.pk] = _skipped(run)
             else:
-                logger.exception("s3tasks: could not send %s to Celery", handler.name)
-        else:
-            HandlerRun.objects.filter(pk=run.pk).update(
-                celery_task_id=task_id, celery_queue=queue or "", lease_expires_at=lease_deadline()
+                chosen.append(replace(by_id[run.pk], run=run))
+        previous = {h.run.pk: [getattr(h.run, name) for name in HAND_OFF_FIELDS] for h in chosen}
+        lease = lease_deadline()
+        for h in chosen:
+            h.run.celery_task_id = str(uuid.uuid4())
+            h.run.celery_queue = h.queue or ""
+            h.run.lease_expires_at = lease
+        update_rows([h.run for h in chosen], HAND_OFF_FIELDS)
+        errors = _publish(chosen)
+        refused = [h.run for h in chosen if h.run.pk in errors]
+        for run in refused:
+            for name, value in zip(HAND_OFF_FIELDS, previous[run.pk], strict=True):
+                setattr(run, name, value)
+        update_rows(refused, HAND_OFF_FIELDS)
+    for h in chosen:
+        outcomes[h.run.pk] = _handed_off(h, errors.get(h.run.pk))
+    for pk, h in by_id.items():  # a run deleted meanwhile: nothing left to send
+        outcomes.setdefault(pk, _skipped(h.run))
+    if chosen and chosen[0].handler.task.app.conf.task_always_eager:
+        # eager Celery ran the tasks right here: report what they did
+        ran = HandlerRun.objects.in_bulk([h.run.pk for h in chosen if h.run.pk not in errors])
+        outcomes.update({pk: _eager_outcome(run) for pk, run in ran.items()})
+    return outcomes
+
+
+def _publish(handoffs: Sequence[HandOff]) -> dict[int, BaseException]:
+    """Publish the tasks through one producer (one broker connection); the errors by run id.
+    Once the broker is unreachable, the tasks left are not tried (each try would wait)."""
+    if not handoffs:
+        return {}
+    errors: dict[int, BaseException] = {}
+    published: set[int] = set()
+    try:
+        with handoffs[0].handler.task.app.producer_or_acquire() as producer:
+            for h in handoffs:
+                try:
+                    h.handler.task.apply_async(
+                        args=[h.event.to_dict(), h.run.pk],
+                        queue=h.queue,
+                        task_id=h.run.celery_task_id,
+                        serializer="json",
+                        producer=producer,
+                        # what monitoring shows of the arguments; Celery's own repr of the
+                        # whole event costs more than sending it
+                        argsrepr=f"('s3://{h.event.bucket}/{h.event.key}', {h.run.pk})",
+                        kwargsrepr="{}",
+                    )
+                except Exception as exc:
+                    errors[h.run.pk] = exc
+                    if is_unavailable(exc):
+                        raise
+                else:
+                    published.add(h.run.pk)
+    except Exception as exc:  # no producer, or the broker went away: none of the rest is sent
+        errors.update({h.run.pk: exc for h in handoffs if h.run.pk not in published})
+    return errors
+
+
+def _handed_off(handoff: HandOff, exc: BaseException | None) -> RunOutcome:
+    run, name, event = handoff.run, handoff.handler.name, handoff.event
+    if exc is None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "s3tasks: %s on s3://%s/%s sent to Celery (run %s, task %s)",
+                name,
+                event.bucket,
+                event.key,
+                run.pk,
+                run.celery_task_id,
+                extra={**run_log_fields(run, name, event, finished=False), "outcome": "sent"},
             )
-    run.refresh_from_db()
-    if error:
-        return RunOutcome(handler.name, run.pk, run.state, error=error, unavailable=unavailable)
+        return RunOutcome(name, run.pk, run.state)
+    # the broker is down (or refused it): the run stays unsent so a redelivery sends it
+    unavailable = is_unavailable(exc)
+    error = f"could not send the Celery task ({describe(exc)})"
+    fields = {**run_log_fields(run, name, event, finished=False), "outcome": "unsent"}
+    if unavailable:
+        logger.warning("s3tasks: could not send %s to Celery: %s", name, error, extra=fields)
+    else:
+        logger.error("s3tasks: could not send %s to Celery", name, exc_info=exc, extra=fields)
+    return RunOutcome(name, run.pk, run.state, error=error, unavailable=unavailable)
+
+
+def _eager_outcome(run: HandlerRun) -> RunOutcome:
     if run.state == RunState.FAILED:  # eager Celery ran it right here and it failed
         return _skipped(run)
-    return RunOutcome(handler.name, run.pk, run.state)
+    return RunOutcome(run.handler_name, run.pk, run.state)
 
 
 # --- admin: retry a failed run ------------------------------------------------------------

@@ -1,18 +1,19 @@
 """Run one handler on one event exactly once, whoever calls (inline dispatch or a Celery task).
 
 `run_claimed` is the attempt itself, on a run the caller has locked: batched inline dispatch
-locks a batch's runs at once and writes all outcomes in one UPDATE; `attempt_run` (Celery tasks,
-admin retries) locks one run, calls it and saves. The run row is locked (`select_for_update` in
-`transaction.atomic`; SQLite serialises writers) for the whole attempt, so a racing worker waits
-and then sees `succeeded`. The handler's own
-writes, the outbox rows of its follow-up commands and the `succeeded` state commit together:
-a process killed mid-handler rolls all of it back and a redelivery runs it again cleanly. A
-failing handler's writes roll back to a savepoint; the failure itself is recorded, as
-`retrying` or, once the handler gives up, `failed` for good.
+locks a batch's runs at once and writes all outcomes in one UPDATE; `attempt_run` (admin
+retries, recovery inline) locks one run, calls it and saves. The run row is locked
+(`select_for_update` in `transaction.atomic`; SQLite serialises writers) for the whole
+attempt, so a racing worker waits and then sees `succeeded`. The handler's own writes, the
+outbox rows of its follow-up commands and the `succeeded` state commit together: a process
+killed mid-handler rolls all of it back and a redelivery runs it again cleanly. A failing
+handler's writes roll back to a savepoint; the failure itself is recorded, as `retrying` or,
+once the handler gives up, `failed` for good.
 
-`execute_celery_run` is the body of every handler's Celery task: the same claim, retries of
-handler failures counted in the run's attempts, and retries of an unreachable database or
-broker that count as nothing.
+`attempt_task` is the attempt of a handler's Celery task (`celery_tasks.execute_celery_run`):
+the same lock, taken only by the task that owns the run (its `celery_task_id`), in a
+transaction of two statements that holds this attempt alone (no savepoint: a failure rolls it
+all back, then the failed attempt is recorded).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ from s3tasks.events import S3Event
 from s3tasks.exceptions import HandlerFailure, SwallowedDatabaseError, UndeclaredDatabaseUse
 from s3tasks.followups.commands import is_command_list, submit_all
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.outages import describe, is_unavailable
-from s3tasks.processing.runs import ensure_run, record_event
-from s3tasks.rules.registry import Handler, registry
+from s3tasks.processing.runs import claim_run, update_rows
+from s3tasks.rules.registry import Handler
 from s3tasks.text import ERROR_LIMIT, SUMMARY_LIMIT, truncate
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ OUTCOME_FIELDS = [
     "result_summary",
     "lease_expires_at",
 ]
+
+# A Celery task's attempt also records the task as the run's owner.
+TASK_OUTCOME_FIELDS = [*OUTCOME_FIELDS, "celery_task_id"]
 
 # A run in one of these states is never run again by a delivery (only by an explicit retry).
 TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED})
@@ -131,21 +134,47 @@ def run_claimed(
     Counts the attempt, sends `run_started`, runs the handler in a savepoint (a failure rolls
     back its writes alone) and sets the outcome on `run`; the caller saves `OUTCOME_FIELDS`.
     """
-    run.attempts += 1
-    run.state = RunState.RUNNING
-    run.started_at = timezone.now()
-    signals.run_started.send(sender=handler.name, run=run, event=event)
+    _count_attempt(run)
+    _started(run, handler, event)
     began = time.perf_counter()
     try:
         result, summary = call_handler(handler, event)
     except Exception as exc:
-        _finish(run, began)
-        run.lease_expires_at = None  # the policy sets a new one when the run is handed off again
-        state, permanent = on_failure(run, exc)
-        run.state = state
-        run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
-        run.traceback = "".join(traceback.format_exception(exc))
-        return Attempt(run=run, exception=exc, permanent=permanent)
+        return _failed(run, began, exc, on_failure)
+    return _succeeded(run, began, result, summary)
+
+
+def _count_attempt(run: HandlerRun) -> None:
+    run.attempts += 1
+    run.state = RunState.RUNNING
+    run.started_at = timezone.now()
+
+
+def _started(run: HandlerRun, handler: Handler, event: S3Event) -> None:
+    signals.run_started.send(sender=handler.name, run=run, event=event)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "s3tasks: %s started on s3://%s/%s (run %s, attempt %d)",
+            handler.name,
+            event.bucket,
+            event.key,
+            run.pk,
+            run.attempts,
+            extra=run_log_fields(run, handler.name, event, finished=False),
+        )
+
+
+def _failed(run: HandlerRun, began: float, exc: Exception, on_failure: FailurePolicy) -> Attempt:
+    _finish(run, began)
+    run.lease_expires_at = None  # the policy sets a new one when the run is handed off again
+    state, permanent = on_failure(run, exc)
+    run.state = state
+    run.error = truncate(f"{type(exc).__name__}: {exc}", ERROR_LIMIT)
+    run.traceback = "".join(traceback.format_exception(exc))
+    return Attempt(run=run, exception=exc, permanent=permanent)
+
+
+def _succeeded(run: HandlerRun, began: float, result: Any, summary: str) -> Attempt:
     _finish(run, began)
     run.state = RunState.SUCCEEDED
     run.lease_expires_at = None
@@ -154,29 +183,37 @@ def run_claimed(
     return Attempt(run=run, result=result)
 
 
-def call_handler(handler: Handler, event: S3Event) -> tuple[Any, str]:
+def call_handler(handler: Handler, event: S3Event, *, savepoint: bool = True) -> tuple[Any, str]:
     """Run `handler` and submit its follow-up commands in a savepoint of their own (`atomic()`),
     so a failure undoes exactly this handler's writes and follow-ups; returns (result, summary).
 
     A handler declared `uses_database=False` runs without one (two statements fewer); any SQL
     it sends raises `UndeclaredDatabaseUse` before reaching the database, so nothing it did
-    needs undoing. Follow-up commands it returns still get a savepoint.
+    needs undoing. Follow-up commands it returns still get a savepoint. `savepoint=False`
+    is for a caller whose transaction holds this attempt alone and is rolled back whole when
+    it fails (a Celery task).
     """
     if not handler.uses_database:
         result = _call_without_database(handler, event)
-        if not is_command_list(result):
+        if not savepoint or not is_command_list(result):
             return result, summarize(result)
         with transaction.atomic():
             return result, summarize(result)
+    if not savepoint:
+        return _call_with_database(handler, event)
     with transaction.atomic():
-        result = handler.func(event)
-        if transaction.get_rollback():  # it caught a database error: its writes are lost
-            raise SwallowedDatabaseError(
-                f"handler {handler.name!r} caught a database error inside its transaction, so "
-                "its writes were rolled back; let the error propagate, or wrap the failing "
-                "statement in its own transaction.atomic() block."
-            )
-        return result, summarize(result)
+        return _call_with_database(handler, event)
+
+
+def _call_with_database(handler: Handler, event: S3Event) -> tuple[Any, str]:
+    result = handler.func(event)
+    if transaction.get_rollback():  # it caught a database error: its writes are lost
+        raise SwallowedDatabaseError(
+            f"handler {handler.name!r} caught a database error inside its transaction, so "
+            "its writes were rolled back; let the error propagate, or wrap the failing "
+            "statement in its own transaction.atomic() block."
+        )
+    return result, summarize(result)
 
 
 def _call_without_database(handler: Handler, event: S3Event) -> Any:
@@ -227,9 +264,74 @@ def attempt_run(
     return attempt
 
 
+def attempt_task(
+    run_id: int, task_id: str, handler: Handler, event: S3Event, on_failure: FailurePolicy
+) -> Attempt | None:
+    """A Celery task's attempt at run `run_id`, in one transaction of two statements: lock it
+    (`runs.claim_run`), run `handler`, save the outcome with the attempt counted and the task
+    recorded as the run's owner. None when the run ended or belongs to another task.
+
+    The transaction holds this attempt alone, so the handler needs no savepoint: a failure
+    rolls all of it back (the handler's writes, its follow-ups, the claim) and the failed
+    attempt is then recorded with one UPDATE — unless another attempt got the run meanwhile.
+    """
+    failure: Exception | None = None
+    try:
+        with transaction.atomic():
+            run = claim_run(run_id, task_id, TERMINAL_STATES)
+            if run is None:
+                return None
+            _count_attempt(run)
+            run.celery_task_id = task_id
+            _started(run, handler, event)
+            began = time.perf_counter()
+            try:
+                result, summary = call_handler(handler, event, savepoint=False)
+            except Exception as exc:
+                failure = exc
+                raise
+            attempt = _succeeded(run, began, result, summary)
+            update_rows([run], TASK_OUTCOME_FIELDS)
+    except Exception:
+        if failure is None:
+            raise
+        attempt = _failed(run, began, failure, on_failure)
+        if not _save_failed_attempt(run):
+            return Attempt(run=HandlerRun.objects.get(pk=run_id), skipped=True)
+    report(attempt, handler.name, event)
+    return attempt
+
+
+def _save_failed_attempt(run: HandlerRun) -> bool:
+    """Record a failed attempt whose transaction rolled back, unless the run moved on since
+    (another attempt counted, it ended, or another task owns it)."""
+    values = {name: getattr(run, name) for name in TASK_OUTCOME_FIELDS}
+    unchanged = HandlerRun.objects.filter(
+        pk=run.pk, attempts=run.attempts - 1, celery_task_id__in=("", run.celery_task_id)
+    ).exclude(state__in=TERMINAL_STATES)
+    return unchanged.update(**values) == 1
+
+
 def _finish(run: HandlerRun, began: float) -> None:
     run.finished_at = timezone.now()
     run.duration_ms = round((time.perf_counter() - began) * 1000, 3)
+
+
+def run_log_fields(
+    run: HandlerRun, handler_name: str, event: S3Event, *, finished: bool = True
+) -> dict[str, Any]:
+    """The `extra=` of a log line about a run (`s3tasks.logs.RUN_FIELDS`; JSON logs show them)."""
+    fields: dict[str, Any] = {
+        "dedup_key": event.dedup_key,
+        "bucket": event.bucket,
+        "key": event.key,
+        "handler": handler_name,
+        "run_id": run.pk,
+        "attempt": run.attempts,
+    }
+    if finished:
+        fields.update(duration_ms=run.duration_ms, outcome=run.state)
+    return fields
 
 
 def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
@@ -238,9 +340,17 @@ def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
     if attempt.skipped:
         return
     if attempt.exception is None:
-        logger.debug(
-            "s3tasks: %s succeeded on %s in %.1f ms", handler_name, event.key, run.duration_ms or 0
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "s3tasks: %s succeeded on s3://%s/%s (run %s, attempt %d) in %.1f ms",
+                handler_name,
+                event.bucket,
+                event.key,
+                run.pk,
+                run.attempts,
+                run.duration_ms or 0,
+                extra=run_log_fields(run, handler_name, event),
+            )
         signals.run_succeeded.send(sender=handler_name, run=run, event=event, result=attempt.result)
         return
     level = logging.ERROR if attempt.permanent else logging.WARNING
@@ -255,6 +365,7 @@ def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
         run.attempts,
         run.state,
         run.error,
+        extra=run_log_fields(run, handler_name, event),
     )
     signals.run_failed.send(
         sender=handler_name,
@@ -265,7 +376,7 @@ def report(attempt: Attempt, handler_name: str, event: S3Event) -> None:
     )
 
 
-# --- the body of every handler's Celery task -----------------------------------------------
+# --- handing off and retrying -------------------------------------------------------------
 
 
 def lease_deadline(delay: float = 0) -> datetime:
@@ -273,54 +384,14 @@ def lease_deadline(delay: float = 0) -> datetime:
     return timezone.now() + timedelta(seconds=delay + get_settings().RUN_LEASE)
 
 
-def execute_celery_run(
-    task: Any, handler_name: str, event_data: dict[str, Any], run_id: int | None
-) -> Any:
-    """The body of every handler's Celery task: exactly-once claim, run, retry with backoff.
-
-    A handler failure is retried until the run's attempts pass the handler's `max_retries`; an
-    unreachable database or broker is retried with backoff without counting as an attempt.
-    """
-    event = S3Event.from_dict(event_data)
-    handler = registry.get(handler_name)
-    try:
-        attempt = _celery_attempt(handler, event, run_id)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        retries = int(getattr(task.request, "retries", 0) or 0)
-        countdown = min(MAX_OUTAGE_BACKOFF, get_settings().RETRY_BACKOFF * 2 ** min(retries, 10))
-        logger.warning(
-            "s3tasks: %s on s3://%s/%s could not reach the database (%s); trying again in %ss",
-            handler_name,
-            event.bucket,
-            event.key,
-            describe(exc),
-            countdown,
-        )
-        raise task.retry(exc=exc, countdown=countdown)
-    if attempt.skipped:
-        return {"skipped": True, "state": attempt.run.state}
-    if attempt.exception is None:
-        return attempt.run.result_summary
-    if attempt.permanent:
-        raise attempt.exception
-    raise task.retry(exc=attempt.exception, countdown=handler_backoff(attempt.run.attempts))
-
-
-MAX_OUTAGE_BACKOFF = 300  # seconds between a Celery task's tries while the database is down
-
-
 def handler_backoff(attempts: int) -> int:
     """Seconds before retry number `attempts` of a failed handler: exponential."""
     return get_settings().RETRY_BACKOFF * 2 ** max(0, min(attempts - 1, 16))
 
 
-def _celery_attempt(handler: Handler, event: S3Event, run_id: int | None) -> Attempt:
-    run = HandlerRun.objects.filter(pk=run_id).first() if run_id is not None else None
-    if run is None:  # sent without dispatch (e.g. `task.delay(event.to_dict())`): record it
-        record, _ = record_event(event)
-        run = ensure_run(record, handler.name)
+def celery_policy(handler: Handler) -> FailurePolicy:
+    """A Celery task retries a failed handler itself, after `handler_backoff`, until it gives
+    up; the run is `retrying` meanwhile, with a lease that covers the wait."""
 
     def policy(run: HandlerRun, exc: BaseException) -> tuple[str, bool]:
         if gives_up(handler, run, exc):
@@ -328,4 +399,4 @@ def _celery_attempt(handler: Handler, event: S3Event, run_id: int | None) -> Att
         run.lease_expires_at = lease_deadline(handler_backoff(run.attempts))
         return RunState.RETRYING, False
 
-    return attempt_run(run.pk, handler, event, policy)
+    return policy

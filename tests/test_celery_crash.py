@@ -1,0 +1,129 @@
+"""The Celery hand-off survives a crash between its steps. A process dispatching a batch in
+celery mode is killed (SIGKILL) right after the batch's rows commit, right after its tasks
+were published (before the hand-off commits), or right after the hand-off committed (before
+its SQS message would be deleted); the message is then delivered again. Counted in Redis: the
+tasks published. Then a REAL Celery worker runs the queue: every handler runs exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from s3tasks.models import HandlerRun, RunState
+from s3tasks.processing.dispatch import BatchItem, dispatch_batch
+from s3tasks.rules.routing import Route
+from tests.celery_support import celery_worker, sending_to_redis, wait_for
+from tests.conftest import REDIS_URL, ROOT, need, port_open, subprocess_env
+from tests.factories import make_event
+from tests.handlers_for_dispatch import RUNS_BUCKET, runs_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+QUEUE = "s3tasks-crash-tests"
+
+# Run by `manage.py shell -c` with this test's database and Redis (not eager).
+DISPATCH_AND_DIE = """
+import os, signal
+import tests.handlers_for_dispatch
+from s3tasks.processing import dispatch
+from s3tasks.rules.routing import Route
+from tests.factories import make_event
+
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def then_die(step):
+    def wrapped(*args, **kwargs):
+        result = step(*args, **kwargs)
+        die()
+        return result
+    return wrapped
+
+
+crash_point = {crash_point!r}
+if crash_point == "after the rows commit":
+    dispatch.hand_off = die
+elif crash_point == "after publishing":
+    dispatch._publish = then_die(dispatch._publish)
+else:
+    dispatch.hand_off = then_die(dispatch.hand_off)
+route = Route("tests.dispatch.count", celery_queue={queue!r})
+dispatch.dispatch_batch(
+    [dispatch.BatchItem(make_event(key), [route]) for key in {keys!r}], mode="celery"
+)
+print("still alive")
+"""
+
+
+@pytest.fixture
+def redis() -> Iterator[object]:
+    need(port_open("127.0.0.1", 6379), "needs Redis on 127.0.0.1:6379")
+    import redis as redis_client
+
+    client = redis_client.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def dispatch_and_die(crash_point: str, keys: list[str]) -> None:
+    code = DISPATCH_AND_DIE.format(crash_point=crash_point, queue=QUEUE, keys=keys)
+    env = subprocess_env(CELERY_BROKER_URL=REDIS_URL)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "published_before", "published_by_redelivery"),
+    [
+        ("after the rows commit", 0, 3),  # nothing sent: the redelivery sends all
+        ("after publishing", 3, 3),  # sent, not recorded: sent again, the stale tasks skip
+        ("after the hand-off committed", 3, 0),  # sent and recorded: the redelivery skips
+    ],
+)
+def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
+    redis, tmp_path, crash_point, published_before, published_by_redelivery
+):
+    keys = [f"crash-{crash_point.replace(' ', '-')}-{i}.csv" for i in range(3)]
+    dispatch_and_die(crash_point, keys)
+    assert redis.llen(QUEUE) == published_before
+    runs = HandlerRun.objects.filter(event__key__in=keys)
+    assert runs.count() == 3 and set(runs.values_list("state", flat=True)) == {RunState.PENDING}
+    sent_before = set(runs.exclude(celery_task_id="").values_list("celery_task_id", flat=True))
+    assert len(sent_before) == (3 if crash_point == "after the hand-off committed" else 0)
+
+    route = Route("tests.dispatch.count", celery_queue=QUEUE)
+    with sending_to_redis():  # the SQS message comes back: the same batch again
+        items = [BatchItem(make_event(key), [route]) for key in keys]
+        outcomes = dispatch_batch(items, mode="celery")
+    assert all(o.ok for o in outcomes)
+    assert redis.llen(QUEUE) == published_before + published_by_redelivery
+
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out, celery_worker("tests.dispatch_worker_settings", QUEUE, out):
+
+        def drained() -> bool:
+            """the worker to run every task it was sent, stale ones included"""
+            done = set(runs.values_list("state", flat=True)) == {RunState.SUCCEEDED}
+            return done and redis.llen(QUEUE) == 0 and redis.hlen("unacked") == 0
+
+        try:
+            wait_for(drained, timeout=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log:\n{log.read_text()[-3000:]}") from None
+        time.sleep(0.5)  # a stale task still being traced would have counted by now
+    assert [runs_of(RUNS_BUCKET, key) for key in keys] == [1, 1, 1]
+    assert set(runs.values_list("attempts", flat=True)) == {1}
+    if sent_before:  # the hand-off had committed: the tasks that ran are the first ones
+        assert set(runs.values_list("celery_task_id", flat=True)) == sent_before
