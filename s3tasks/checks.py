@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -225,6 +226,41 @@ def check_sqlite_for_celery(app_configs: Any = None, **kwargs: Any) -> list[chec
             '"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL"}, '
             "or better, use PostgreSQL for Celery mode (docs/dispatch.md).",
             id="s3tasks.W010",
+        )
+    ]
+
+
+@checks.register("s3tasks")
+def check_celery_keeps_connections(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Without `CELERY_DB_REUSE_MAX`, Celery's Django fixup closes the database connections
+    around every task: a new PostgreSQL connection per handler task caps a Celery worker near
+    100-200 tasks/s (docs/dispatch.md, "Celery settings")."""
+    from django.conf import settings
+    from django.db import connections, router
+
+    try:
+        celery = get_settings().DISPATCH == "celery"
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    if not celery or connections[router.db_for_write(HandlerRun)].vendor == "sqlite":
+        return []  # opening a SQLite file costs next to nothing
+    reuse = getattr(settings, "CELERY_DB_REUSE_MAX", None)
+    if reuse is None and "celery" in sys.modules:  # a Celery app configured another way
+        from celery import current_app
+
+        reuse = current_app.conf.get("CELERY_DB_REUSE_MAX")
+    if reuse:
+        return []
+    return [
+        checks.Warning(
+            "S3TASKS['DISPATCH'] is 'celery' and CELERY_DB_REUSE_MAX is not set: Celery closes "
+            "the database connections before and after every task, so each handler task "
+            "opens a new connection (several milliseconds on PostgreSQL).",
+            hint="Set CELERY_DB_REUSE_MAX = 1000 in your settings (read through "
+            'app.config_from_object("django.conf:settings", namespace="CELERY")).',
+            id="s3tasks.W011",
         )
     ]
 

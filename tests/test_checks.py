@@ -115,3 +115,28 @@ def test_a_binding_to_a_handler_this_code_lacks_does_not_stop_a_command(capsys):
     HandlerBinding.objects.create(rule=rule, handler_name="newer.release.record_removed")
     call_command("check", "--database", "default")  # raised SystemCheckError with E004
     assert "s3tasks.W004" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("dispatch", "vendor", "reuse", "warned"),
+    [
+        ("celery", "postgresql", None, True),
+        ("celery", "postgresql", 1000, False),
+        ("inline", "postgresql", None, False),  # no Celery task, no connection churn
+        ("celery", "sqlite", None, False),  # opening a SQLite file is cheap
+    ],
+)
+def test_celery_mode_that_reopens_a_connection_per_task_is_warned(
+    dispatch, vendor, reuse, warned, settings, monkeypatch
+):
+    from celery import current_app
+    from django.db import connection
+
+    settings.S3TASKS = {**settings.S3TASKS, "DISPATCH": dispatch}
+    settings.CELERY_DB_REUSE_MAX = reuse
+    monkeypatch.setitem(current_app.conf, "CELERY_DB_REUSE_MAX", reuse)
+    monkeypatch.setattr(connection, "vendor", vendor)
+    found = checks.check_celery_keeps_connections()
+    assert ids(found) == (["s3tasks.W011"] if warned else [])
+    if warned:
+        assert "CELERY_DB_REUSE_MAX = 1000" in found[0].hint
