@@ -32,12 +32,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.dispatch_overhead import make_events  # noqa: E402
 from s3tasks.emulator import port_open  # noqa: E402
 
 PG_BENCH_DB = "bench_s3tasks_celery_side"
@@ -78,27 +78,6 @@ def setup(redis_url: str) -> None:
 
     call_command("migrate", verbosity=0)
     import benchmarks.celery_side_worker  # noqa: F401  (the handlers, in this process too)
-
-
-def make_events(count: int, tag: str) -> list:
-    from s3tasks.events import EventSource, S3Event
-
-    when = datetime(2026, 1, 1, tzinfo=UTC)
-    return [
-        S3Event(
-            bucket="bench-bucket",
-            key=f"{tag}/incoming/{i:06d}.csv",
-            event_name="ObjectCreated:Put",
-            event_time=when,
-            size=1024,
-            etag=f"etag{i}",
-            sequencer=f"{i:016X}",
-            region="us-east-1",
-            source=EventSource.S3,
-            raw={"eventName": "ObjectCreated:Put", "s3": {"object": {"key": f"{i}.csv"}}},
-        )
-        for i in range(count)
-    ]
 
 
 def queue_plain(events: list) -> None:

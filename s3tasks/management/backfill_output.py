@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from s3tasks.management.terminal import TerminalOut
 from s3tasks.models import Backfill
 from s3tasks.ops.backfill import Counters
 
@@ -134,21 +135,4 @@ def rich_progress(out: Any) -> Any:
         TimeRemainingColumn(),
         TextColumn("{task.fields[counters]}"),
     )
-    return Progress(*columns, console=Console(file=_TerminalOut(out)), transient=False)
-
-
-class _TerminalOut:
-    """The command's stdout as a file for rich: written as is, without Django's line ending."""
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-
-    def write(self, text: str) -> int:
-        self.out.write(text, ending="")
-        return len(text)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def isatty(self) -> bool:
-        return True
+    return Progress(*columns, console=Console(file=TerminalOut(out)), transient=False)

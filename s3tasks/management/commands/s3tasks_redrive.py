@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from s3tasks.exceptions import S3TasksError
 from s3tasks.logs import add_log_format_argument, configure_command_logging
+from s3tasks.management.terminal import TerminalOut
 from s3tasks.ops.redrive import Progress, RedriveReport, redrive
 from s3tasks.ops.redrive_queues import RedrivePlan, resolve_redrive
 
@@ -104,7 +105,7 @@ class Command(BaseCommand):
         except ImportError:  # rich is optional (the demo extra): the summary line is enough
             yield None
             return
-        console = Console(file=_TerminalOut(self.stdout))
+        console = Console(file=TerminalOut(self.stdout))
         columns = (TextColumn("moving"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("redrive", total=None)
@@ -146,20 +147,3 @@ class Command(BaseCommand):
             )
         problems += report.errors
         return "redrive incomplete: " + "; ".join(problems[:10])
-
-
-class _TerminalOut:
-    """The command's stdout as a file for rich: written as is, without Django's line ending."""
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-
-    def write(self, text: str) -> int:
-        self.out.write(text, ending="")
-        return len(text)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def isatty(self) -> bool:
-        return True
