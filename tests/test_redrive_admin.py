@@ -9,8 +9,6 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
-from s3tasks.admin.config import QueueAdmin
-from s3tasks.admin.redrive import has_redrive_permission, redrive_dead_letters
 from s3tasks.aws import client
 from s3tasks.models import Queue
 from tests.admin_support import login_staff
@@ -24,19 +22,6 @@ from tests.redrive_support import (
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """The action on QueueAdmin, as `actions = [..., redrive_dead_letters]` and
-    `has_redrive_permission = has_redrive_permission` register it."""
-    actions = list(QueueAdmin.actions or ())
-    if redrive_dead_letters not in actions:
-        monkeypatch.setattr(QueueAdmin, "actions", [*actions, redrive_dead_letters])
-    if not hasattr(QueueAdmin, "has_redrive_permission"):
-        monkeypatch.setattr(
-            QueueAdmin, "has_redrive_permission", has_redrive_permission, raising=False
-        )
 
 
 @pytest.fixture
@@ -91,12 +76,10 @@ def test_a_queue_without_a_dead_letter_queue_says_so_and_offers_no_move(admin_cl
 
 
 def redrive_permission() -> str:
-    """The custom permission (created here until `Queue.Meta.permissions` declares it)."""
-    Permission.objects.get_or_create(
-        codename="redrive_queue",
-        content_type=ContentType.objects.get_for_model(Queue),
-        defaults={"name": "Can redrive dead-letter messages"},
-    )
+    """The custom permission `Queue.Meta.permissions` declares (made by migrate)."""
+    assert Permission.objects.filter(
+        codename="redrive_queue", content_type=ContentType.objects.get_for_model(Queue)
+    ).exists()
     return "s3tasks.redrive_queue"
 
 
@@ -137,3 +120,31 @@ def test_copies_sqs_refuses_are_reported_and_stay_in_the_dead_letter_queue(
         "InternalError try later." in html
     )
     assert depth(source_url) == 24 and depth(dlq_url) == 1
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_redrives_a_dead_letter_queue_in_chromium(
+    live_server, moto_endpoint, django_user_model, tmp_path, monkeypatch
+):
+    from tests.browser_support import chromium_page, log_in
+
+    source_url, dlq_url = make_pair("browser-work", "browser-work-dlq")
+    send_all(dlq_url, originals(12))
+    queue = Queue.objects.get(name="browser-work")
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "pw")
+    with chromium_page(monkeypatch, width=1400, height=900) as page:
+        log_in(page, live_server.url)
+        page.goto(f"{live_server.url}{reverse('admin:s3tasks_queue_changelist')}")
+        page.check(f"input[name=_selected_action][value='{queue.pk}']")
+        page.select_option("select[name=action]", "redrive_dead_letters")
+        page.click("button[name=index]")
+        page.wait_for_selector("#redrive-confirm")
+        assert page.inner_text("td.redrive-waiting") == "12"
+        page.screenshot(path=tmp_path / "redrive-confirmation.png")
+        page.fill("input[name=limit]", "5")
+        page.click("#redrive-confirm")
+        message = page.wait_for_selector("ul.messagelist li.success")
+        assert "Moved 5 messages from browser-work-dlq to browser-work" in message.inner_text()
+        page.screenshot(path=tmp_path / "redrive-done.png")
+    assert depth(source_url) == 5 and depth(dlq_url) == 7
