@@ -23,6 +23,7 @@ from s3tasks.admin.cells import (
     pretty_json,
     state_badge,
 )
+from s3tasks.admin.replay import replay_selected_runs
 from s3tasks.admin.rule_runs import RuleFilter
 from s3tasks.admin.views import can_run_handlers, send_test_event_view
 from s3tasks.models import EventRecord, HandlerRun, MessageFailure, OutboxMessage, RunState
@@ -191,7 +192,7 @@ class HandlerRunAdmin(ReadOnlyAdmin):
     search_fields = ("handler_name", "event__bucket", "event__key", "celery_task_id")
     date_hierarchy = "created_at"
     list_select_related = ("event",)
-    actions = ["retry_failed_runs", "recover_stuck_runs"]
+    actions = ["retry_failed_runs", "recover_stuck_runs", replay_selected_runs]
     fieldsets = (
         (None, {"fields": ("handler_name", "event_link", "state_badge", "result_summary")}),
         (
@@ -199,6 +200,10 @@ class HandlerRunAdmin(ReadOnlyAdmin):
             {"fields": ("attempts", "created_at", "started_at", "finished_at", "duration")},
         ),
         (_("Celery"), {"fields": ("celery_task_id", "celery_queue", "lease_expires_at")}),
+        (
+            _("Replays"),
+            {"fields": ("replays", "replayed_at", "replayed_by", "previous_outcome")},
+        ),
         (_("Failure"), {"fields": ("error_block", "traceback_block")}),
     )
     readonly_fields = (
@@ -214,6 +219,10 @@ class HandlerRunAdmin(ReadOnlyAdmin):
         "celery_task_id",
         "celery_queue",
         "lease_expires_at",
+        "replays",
+        "replayed_at",
+        "replayed_by",
+        "previous_outcome",
         "error_block",
         "traceback_block",
     )
@@ -224,13 +233,18 @@ class HandlerRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("state"), ordering="state")
     def state_and_attempts(self, run: HandlerRun) -> str:
-        if run.attempts <= 1:
+        notes = []
+        if run.attempts > 1:
+            notes.append(
+                ngettext("%(count)d attempt", "%(count)d attempts", run.attempts)
+                % {"count": run.attempts}
+            )
+        if run.replays:
+            notes.append(gettext("replayed %(count)d×") % {"count": run.replays})
+        if not notes:
             return state_badge(run)
-        attempts = ngettext("%(count)d attempt", "%(count)d attempts", run.attempts) % {
-            "count": run.attempts
-        }
         return format_html(
-            '{}<br><span class="s3tasks-quiet">{}</span>', state_badge(run), attempts
+            '{}<br><span class="s3tasks-quiet">{}</span>', state_badge(run), ", ".join(notes)
         )
 
     @admin.display(description=_("created"), ordering="created_at")

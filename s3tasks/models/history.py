@@ -83,6 +83,19 @@ class HandlerRun(models.Model):
         blank=True,
         help_text=_("Handed off and not finished by then: recovery drives the run again."),
     )
+    # A replay (s3tasks.ops.replay) starts an ended run over on purpose; these say it did.
+    replays = models.PositiveIntegerField(
+        _("replays"),
+        default=0,
+        help_text=_("How many times the run was replayed from history; attempts count anew."),
+    )
+    replayed_at = models.DateTimeField(_("replayed at"), null=True, blank=True)
+    replayed_by = models.CharField(_("replayed by"), max_length=150, blank=True)
+    previous_outcome = models.TextField(
+        _("outcome before the last replay"),
+        blank=True,
+        help_text=_("State, attempts, finish time and error or result the last replay replaced."),
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
