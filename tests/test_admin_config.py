@@ -7,7 +7,6 @@ import re
 from functools import partial
 
 import pytest
-from admin_support import login_staff
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
@@ -15,6 +14,7 @@ from s3tasks.models import Bucket, HandlerBinding, NotificationRule, Queue, Rule
 from s3tasks.models.config import SyncStatus
 from s3tasks.rules.code_bindings import sync_code_bindings
 from s3tasks.rules.filters import S3_EVENT_TYPES
+from tests.admin_support import login_staff
 
 IMPORT_CSV = "project.demo.handlers.import_csv"
 FORGET_CSV = "project.demo.handlers.forget_csv"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from admin_support import login_staff
 from django.urls import reverse
 
 from s3tasks.events import EventSource, S3Event
@@ -24,6 +23,7 @@ from s3tasks.models import (
 from s3tasks.processing.dispatch import dispatch_event
 from s3tasks.rules.registry import s3_handler
 from s3tasks.text import duration_text
+from tests.admin_support import login_staff
 from tests.factories import make_event
 
 pytestmark = pytest.mark.django_db

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, subprocess_env
 from lambda_runtime import FakeRuntimeAPI
 from payload_files import load_payload
 
 from s3tasks.models import Bucket, HandlerBinding, HandlerRun, NotificationRule, RunState
+from tests.conftest import ROOT, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
