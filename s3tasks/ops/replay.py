@@ -142,39 +142,33 @@ def replay_runs(
     return result
 
 
-class _NotSent(Exception):
-    """The replayed run's Celery task was refused: undo the whole replay."""
-
-
 def replay_run(run_id: int, *, mode: str | None = None, by: str = "") -> ReplayOutcome:
     """Start run `run_id` over and run it (inline) or send it to Celery, if it has ended."""
     mode = mode or get_settings().DISPATCH
     attempt: Attempt | None = None
-    try:
-        with transaction.atomic():
-            run = HandlerRun.objects.select_for_update().filter(pk=run_id).first()
-            if run is None:
-                return ReplayOutcome(run_id, "", "gone")
-            name = run.handler_name
-            if run.state not in TERMINAL_STATES:
-                return ReplayOutcome(run_id, name, "in_flight", run.state)
-            handler = local_handler(name)
-            if handler is None:
-                error = f"handler {name!r} is not registered in this process"
-                return ReplayOutcome(run_id, name, "no_handler", run.state, error)
-            event = EventRecord.objects.get(pk=run.event_id).to_event()
-            _start_over(run, by)
-            if mode == INLINE:
-                attempt = run_claimed(run, handler, event, _fails_for_good)
-                run.save(update_fields=[*OUTCOME_FIELDS, *REPLAY_FIELDS])
-            else:
-                run.save(update_fields=[*OUTCOME_FIELDS, *REPLAY_FIELDS])
-                sent = resend_to_celery(run, handler, event)
-                # eager Celery ran it here: a failure is the handler's, recorded and kept
-                if sent.error and not sent.permanent:
-                    raise _NotSent(sent.error)
-    except _NotSent as exc:
-        return ReplayOutcome(run_id, name, "failed", "", f"not replayed: {exc}")
+    with transaction.atomic():
+        run = HandlerRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return ReplayOutcome(run_id, "", "gone")
+        name = run.handler_name
+        if run.state not in TERMINAL_STATES:
+            return ReplayOutcome(run_id, name, "in_flight", run.state)
+        handler = local_handler(name)
+        if handler is None:
+            error = f"handler {name!r} is not registered in this process"
+            return ReplayOutcome(run_id, name, "no_handler", run.state, error)
+        event = EventRecord.objects.get(pk=run.event_id).to_event()
+        _start_over(run, by)
+        if mode == INLINE:
+            attempt = run_claimed(run, handler, event, _fails_for_good)
+            run.save(update_fields=[*OUTCOME_FIELDS, *REPLAY_FIELDS])
+        else:
+            run.save(update_fields=[*OUTCOME_FIELDS, *REPLAY_FIELDS])
+            sent = resend_to_celery(run, handler, event)
+            # eager Celery ran it here: a failure is the handler's, recorded and kept
+            if sent.error and not sent.permanent:  # the broker refused: undo the whole replay
+                transaction.set_rollback(True)
+                return ReplayOutcome(run_id, name, "failed", "", f"not replayed: {sent.error}")
     if attempt is not None:
         report(attempt, name, event)
         if attempt.exception is not None:
