@@ -6,8 +6,9 @@ would send: keys travel URL-encoded and are decoded by the production parser.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from s3tasks.envelopes import parse_events
@@ -45,3 +46,37 @@ def make_event(
 def routes(*handler_names: str) -> list[Route]:
     """Routes to `handler_names`, as routing would return them for a matching rule."""
     return [Route(handler_name=name) for name in handler_names]
+
+
+def add_runs(
+    handler: str,
+    state: str,
+    durations: list[float | None],
+    *,
+    ago: timedelta = timedelta(minutes=5),
+    unfinished_task_id: str = "",
+) -> None:
+    """One run of `handler` per duration (None: not finished), created `ago`, each on its own
+    event; unfinished runs get `unfinished_task_id` as their Celery task id."""
+    from django.utils import timezone
+
+    from s3tasks.models import EventRecord, HandlerRun
+
+    created = timezone.now() - ago
+    for duration in durations:
+        event = EventRecord.objects.create(
+            dedup_key=uuid.uuid4().hex,
+            bucket="uploads",
+            key=f"in/{uuid.uuid4().hex}.csv",
+            event_name="ObjectCreated:Put",
+            source=EventSource.S3,
+        )
+        HandlerRun.objects.create(
+            event=event,
+            handler_name=handler,
+            state=state,
+            attempts=1,
+            created_at=created,
+            duration_ms=duration,
+            celery_task_id=unfinished_task_id if duration is None else "",
+        )

@@ -6,7 +6,6 @@ tests/test_dashboard_workers.py; Chromium: tests/test_dashboard_browser.py."""
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -14,14 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from s3tasks.admin.dashboard import stacked_bars
-from s3tasks.events import EventSource
-from s3tasks.models import EventRecord, HandlerRun, RunState
+from s3tasks.models import HandlerRun, RunState
 from s3tasks.ops import run_stats
 from s3tasks.ops.queue_depths import forget_queue_depths
 from s3tasks.ops.run_stats import HandlerFigures, handler_figures, percentile
 from s3tasks.processing.dispatch import dispatch_event
 from tests.admin_support import login_staff
-from tests.factories import make_event, routes
+from tests.factories import add_runs, make_event, routes
 from tests.handlers_for_dispatch import count as _registers_the_count_handler  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -38,33 +36,6 @@ def no_aws(settings):
     forget_queue_depths()
     yield
     forget_queue_depths()
-
-
-def add_runs(
-    handler: str,
-    state: str,
-    durations: list[float | None],
-    *,
-    ago: timedelta = timedelta(minutes=5),
-) -> None:
-    """One run of `handler` per duration, created `ago`, each on its own event."""
-    created = timezone.now() - ago
-    for duration in durations:
-        event = EventRecord.objects.create(
-            dedup_key=uuid.uuid4().hex,
-            bucket="uploads",
-            key=f"in/{uuid.uuid4().hex}.csv",
-            event_name="ObjectCreated:Put",
-            source=EventSource.S3,
-        )
-        HandlerRun.objects.create(
-            event=event,
-            handler_name=handler,
-            state=state,
-            attempts=1,
-            created_at=created,
-            duration_ms=duration,
-        )
 
 
 def mixed_history() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from datetime import timedelta
 
 import boto3
@@ -16,12 +15,12 @@ import pytest
 from django.utils import timezone
 
 from s3tasks.admin import dashboard
-from s3tasks.events import EventSource
-from s3tasks.models import EventRecord, HandlerRun, Queue, RunState, WorkerHeartbeat
+from s3tasks.models import HandlerRun, Queue, RunState, WorkerHeartbeat
 from s3tasks.ops.queue_depths import forget_queue_depths
 from s3tasks.worker import Consumer, SqsQueueClient, WorkerOptions
 from s3tasks.worker.memory_sqs import MemorySQS
 from s3tasks.worker.presence import WorkerPresence
+from tests import factories
 from tests.browser_support import chromium_page, log_in
 from tests.worker_support import QUICK, Recorder, make_queue, wait_until
 
@@ -36,23 +35,9 @@ HANDLERS = {
 
 
 def add_runs(handler: str, state: str, durations: list[float | None]) -> None:
-    for duration in durations:
-        event = EventRecord.objects.create(
-            dedup_key=uuid.uuid4().hex,
-            bucket="uploads",
-            key=f"incoming/{uuid.uuid4().hex}.csv",
-            event_name="ObjectCreated:Put",
-            source=EventSource.S3,
-        )
-        HandlerRun.objects.create(
-            event=event,
-            handler_name=handler,
-            state=state,
-            attempts=1,
-            created_at=timezone.now() - timedelta(minutes=10),
-            duration_ms=duration,
-            celery_task_id="task" if duration is None else "",
-        )
+    factories.add_runs(
+        handler, state, durations, ago=timedelta(minutes=10), unfinished_task_id="task"
+    )
 
 
 def history() -> None:
