@@ -493,7 +493,7 @@ def test_the_list_follows_a_running_backfill_in_chromium_but_keeps_a_selection(
 
         Backfill.objects.filter(pk=row.pk).update(listed=2222, updated_at=timezone.now())
         page.wait_for_function(
-            "() => document.querySelector('#result_list').innerText.includes('2,222')",
+            "() => document.querySelector('#result_list')?.innerText.includes('2,222')",
             timeout=15_000,
         )
 
@@ -504,7 +504,7 @@ def test_the_list_follows_a_running_backfill_in_chromium_but_keeps_a_selection(
 
         page.uncheck("#result_list input.action-select")
         page.wait_for_function(
-            "() => document.querySelector('#result_list').innerText.includes('3,333')",
+            "() => document.querySelector('#result_list')?.innerText.includes('3,333')",
             timeout=15_000,
         )
         page.screenshot(path=tmp_path / "backfill-list.png", full_page=True)

@@ -152,7 +152,7 @@ def test_the_dashboard_in_chromium(
             # New runs show up without a reload.
             add_runs("project.images.make_thumbnail", RunState.SUCCEEDED, [44, 46, 48])
             page.wait_for_function(
-                "document.querySelector('#s3tasks-summary-runs strong').textContent === '75'",
+                "document.querySelector('#s3tasks-summary-runs strong')?.textContent === '75'",
                 timeout=REFRESH * 5 * 1000,
             )
 
@@ -167,7 +167,7 @@ def test_the_dashboard_in_chromium(
             page.click("#s3tasks-refresh-toggle")
             add_runs("project.images.make_thumbnail", RunState.SUCCEEDED, [52])
             page.wait_for_function(
-                "document.querySelector('#s3tasks-summary-runs strong').textContent === '77'",
+                "document.querySelector('#s3tasks-summary-runs strong')?.textContent === '77'",
                 timeout=REFRESH * 5 * 1000,
             )
             page.screenshot(path=tmp_path / "dashboard-refreshed.png")
