@@ -1,8 +1,9 @@
 """The Celery hand-off survives a crash between its steps. A process dispatching a batch in
-celery mode is killed (SIGKILL) right after the batch's rows commit, right after its tasks
-were published (before the hand-off commits), or right after the hand-off committed (before
-its SQS message would be deleted); the message is then delivered again. Counted in Redis: the
-tasks published. Then a REAL Celery worker runs the queue: every handler runs exactly once.
+celery mode is killed (SIGKILL) right after the batch's rows commit (its runs carry their task
+ids, nothing is published yet) or right after its tasks were published (before its SQS message
+would be deleted); the message is then delivered again and, once the runs' lease has run out,
+recovery makes its pass. Counted in Redis: the tasks published. Then a REAL Celery worker runs
+the queue: every handler runs exactly once.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from s3tasks.models import HandlerRun, RunState
+from s3tasks.ops.recovery import recover_stuck_runs
 from s3tasks.processing.dispatch import BatchItem, dispatch_batch
 from s3tasks.rules.routing import Route
 from tests.celery_support import celery_worker, sending_to_redis, wait_for
@@ -50,11 +54,9 @@ def then_die(step):
 
 crash_point = {crash_point!r}
 if crash_point == "after the rows commit":
-    dispatch.hand_off = die
-elif crash_point == "after publishing":
-    dispatch._publish = then_die(dispatch._publish)
+    dispatch._publish = die
 else:
-    dispatch.hand_off = then_die(dispatch.hand_off)
+    dispatch._publish = then_die(dispatch._publish)
 route = Route("tests.dispatch.count", celery_queue={queue!r})
 dispatch.dispatch_batch(
     [dispatch.BatchItem(make_event(key), [route]) for key in {keys!r}], mode="celery"
@@ -85,45 +87,55 @@ def dispatch_and_die(crash_point: str, keys: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crash_point", "published_before", "published_by_redelivery"),
+    ("crash_point", "published_before", "resent_by_recovery"),
     [
-        ("after the rows commit", 0, 3),  # nothing sent: the redelivery sends all
-        ("after publishing", 3, 3),  # sent, not recorded: sent again, the stale tasks skip
-        ("after the hand-off committed", 3, 0),  # sent and recorded: the redelivery skips
+        ("after the rows commit", 0, 3),  # nothing sent: recovery re-sends at the lease's end
+        ("after publishing", 3, 0),  # sent: the redelivery and recovery send nothing
     ],
 )
 def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
-    redis, tmp_path, crash_point, published_before, published_by_redelivery
+    redis, tmp_path, crash_point, published_before, resent_by_recovery
 ):
     keys = [f"crash-{crash_point.replace(' ', '-')}-{i}.csv" for i in range(3)]
     dispatch_and_die(crash_point, keys)
     assert redis.llen(QUEUE) == published_before
     runs = HandlerRun.objects.filter(event__key__in=keys)
     assert runs.count() == 3 and set(runs.values_list("state", flat=True)) == {RunState.PENDING}
-    sent_before = set(runs.exclude(celery_task_id="").values_list("celery_task_id", flat=True))
-    assert len(sent_before) == (3 if crash_point == "after the hand-off committed" else 0)
+    committed = set(runs.values_list("celery_task_id", flat=True))
+    assert len(committed - {""}) == 3  # committed handed off, whether published or not
 
     route = Route("tests.dispatch.count", celery_queue=QUEUE)
     with sending_to_redis():  # the SQS message comes back: the same batch again
         items = [BatchItem(make_event(key), [route]) for key in keys]
         outcomes = dispatch_batch(items, mode="celery")
-    assert all(o.ok for o in outcomes)
-    assert redis.llen(QUEUE) == published_before + published_by_redelivery
+    assert all(o.ok and o.runs[0].skipped for o in outcomes)
+    assert redis.llen(QUEUE) == published_before
 
     log = tmp_path / "celery.log"
     with log.open("wb") as out, celery_worker("tests.dispatch_worker_settings", QUEUE, out):
 
         def drained() -> bool:
-            """the worker to run every task it was sent, stale ones included"""
-            done = set(runs.values_list("state", flat=True)) == {RunState.SUCCEEDED}
-            return done and redis.llen(QUEUE) == 0 and redis.hlen("unacked") == 0
+            """the worker to run every task it was sent"""
+            return redis.llen(QUEUE) == 0 and redis.hlen("unacked") == 0
+
+        def done() -> bool:
+            """every run to succeed"""
+            return drained() and set(runs.values_list("state", flat=True)) == {RunState.SUCCEEDED}
 
         try:
             wait_for(drained, timeout=60)
+            # RUN_LEASE later, recovery's pass: only runs whose task never reached the broker
+            runs.exclude(state=RunState.SUCCEEDED).update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+            with sending_to_redis():
+                report = recover_stuck_runs(mode="celery")
+            assert report.count("resent") == resent_by_recovery and not report.errors
+            wait_for(done, timeout=60)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nworker log:\n{log.read_text()[-3000:]}") from None
         time.sleep(0.5)  # a stale task still being traced would have counted by now
     assert [runs_of(RUNS_BUCKET, key) for key in keys] == [1, 1, 1]
     assert set(runs.values_list("attempts", flat=True)) == {1}
-    if sent_before:  # the hand-off had committed: the tasks that ran are the first ones
-        assert set(runs.values_list("celery_task_id", flat=True)) == sent_before
+    ran = set(runs.values_list("celery_task_id", flat=True))
+    assert (ran == committed) == (crash_point == "after publishing")  # else recovery's tasks

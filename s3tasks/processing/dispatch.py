@@ -7,12 +7,14 @@ batch's `EventRecord`s and one for its `HandlerRun`s (idempotent, see `records`)
 - `inline`: in ONE transaction, the runs that already existed are locked, every handler runs
   in its own savepoint, exactly once per (dedup key, handler), and all outcomes are written
   with one UPDATE. A process killed mid-batch commits nothing; the redelivery runs it again.
-- `celery`: commits the rows, then hands the batch's runs to Celery in a second transaction
-  (`hand_off`: lock, store task ids and leases in one UPDATE, publish every task through one
-  producer, commit), so each run is sent once even if the process dies in between. The task
-  body (`celery_tasks.execute_celery_run`) claims the run the same exactly-once way and retries
-  with exponential backoff. A task lost after the message was deleted is found by its lease
-  (`s3tasks.ops.recovery`).
+- `celery`: one transaction records the rows, the new runs already handed off (a task id
+  each, and a lease); after the commit their tasks are published through one producer
+  (`publish_handed_off`). A process dying between the commit and the publish leaves runs
+  whose lease recovery finds (`s3tasks.ops.recovery`), as it finds a task the broker lost;
+  a broker refusing a task gets its run's task id taken back, for the redelivery to send.
+  Runs that existed without a task id are handed off under their row locks (`hand_off`).
+  The task body (`celery_tasks.execute_celery_run`) claims the run the same exactly-once
+  way and retries with exponential backoff.
 
 A run that ended (`succeeded`, or `failed` for good) is never run again by a delivery. A
 handler this process does not have is left alone for a process that has it (rolling deploys).
@@ -173,9 +175,13 @@ def dispatch_batch(items: Sequence[BatchItem], *, mode: str | None = None) -> li
 
 
 def _plan(
-    items: Sequence[BatchItem], *, lock: bool
-) -> tuple[list[_Planned], dict[RunKey, HandlerRun]]:
-    """Write the event and run rows of a batch; with `lock`, lock the runs that existed."""
+    items: Sequence[BatchItem], *, lock: bool, celery: bool = False
+) -> tuple[list[_Planned], dict[RunKey, HandlerRun], dict[RunKey, str]]:
+    """Write the event and run rows of a batch; with `lock`, lock the runs that existed.
+
+    With `celery`, the runs created for handlers of this process are created handed off:
+    a new task id each, their resolved Celery queue and a lease; returns those task ids.
+    """
     routes = [list(i.routes) if i.routes is not None else route(i.event) for i in items]
     recorded = record_events((i.event, i.message_id, i.queue_name) for i in items)
     planned = []
@@ -183,8 +189,18 @@ def _plan(
         key = item.event.dedup_key
         record = recorded.created.pop(key, None)  # pop: only the first item announces it
         planned.append(_Planned(item, item_routes, recorded.ids[key], record))
-    wanted = {(p.event_id, r.handler_name): r.celery_queue for p in planned for r in p.routes}
-    return planned, ensure_runs(wanted, lock=lock)
+    if not celery:
+        wanted = {(p.event_id, r.handler_name): r.celery_queue for p in planned for r in p.routes}
+        return planned, ensure_runs(wanted, lock=lock), {}
+    wanted, task_ids = {}, {}
+    for p in planned:
+        for r in p.routes:
+            key = (p.event_id, r.handler_name)
+            wanted[key] = celery_queue_for(r.celery_queue) or ""
+            if local_handler(r.handler_name) is not None:
+                task_ids.setdefault(key, str(uuid.uuid4()))
+    runs = ensure_runs(wanted, lock=lock, task_ids=task_ids, lease=lease_deadline())
+    return planned, runs, task_ids
 
 
 def _announce(planned: _Planned) -> None:
@@ -265,7 +281,7 @@ def _dispatch_inline(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
     attempts: list[tuple[Attempt, str, S3Event]] = []
     results = []
     with transaction.atomic():
-        planned, runs = _plan(items, lock=True)
+        planned, runs, _ = _plan(items, lock=True)
         claimed: dict[int, HandlerRun] = {}
         for p in planned:
             _announce(p)
@@ -302,11 +318,14 @@ def run_inline(run_id: int, handler: Handler, event: S3Event) -> RunOutcome:
 
 
 def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
-    """Commit the batch's rows in one transaction, then hand its runs to Celery (`hand_off`)."""
+    """Record the batch's rows with its new runs already handed off (task ids and leases) in
+    one transaction, then publish their tasks; runs that existed unsent go through `hand_off`.
+    """
     with transaction.atomic():
-        planned, runs = _plan(items, lock=False)
-    handoffs: dict[int, HandOff] = {}
-    decided: list[list[RunOutcome | int]] = []  # per item: an outcome, or a run to hand off
+        planned, runs, task_ids = _plan(items, lock=False, celery=True)
+    created: dict[int, HandOff] = {}  # created handed off by this call: publish their tasks
+    handoffs: dict[int, HandOff] = {}  # existed without a task id: hand off under lock
+    decided: list[list[RunOutcome | int]] = []  # per item: an outcome, or a run to send
     for p in planned:
         row: list[RunOutcome | int] = []
         for chosen, key in zip(p.routes, p.run_keys(), strict=True):
@@ -314,8 +333,13 @@ def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
             handler = local_handler(chosen.handler_name)
             if handler is None:
                 row.append(_deferred(run))
-            elif run.state in TERMINAL_STATES or run.celery_task_id or run.pk in handoffs:
-                row.append(_skipped(run))  # done, handed off before, or earlier in this batch
+            elif run.pk in created or run.pk in handoffs:
+                row.append(_skipped(run))  # a duplicate of an event earlier in this batch
+            elif key in task_ids and run.celery_task_id == task_ids[key]:
+                created[run.pk] = HandOff(run, handler, p.item.event, run.celery_queue or None)
+                row.append(run.pk)
+            elif run.state in TERMINAL_STATES or run.celery_task_id:
+                row.append(_skipped(run))  # done, or handed off by an earlier delivery
             else:
                 queue = celery_queue_for(chosen.celery_queue)
                 handoffs[run.pk] = HandOff(run, handler, p.item.event, queue)
@@ -323,7 +347,7 @@ def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
         decided.append(row)
     for p in planned:
         _announce(p)
-    sent = _hand_off_when_committed(list(handoffs.values()))
+    sent = _send_when_committed(list(created.values()), list(handoffs.values()))
     return [
         _event_outcome(p.event_id, tuple(sent[o] if isinstance(o, int) else o for o in row))
         for p, row in zip(planned, decided, strict=True)
@@ -370,13 +394,65 @@ def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOu
 
 
 def _hand_off_when_committed(handoffs: list[HandOff]) -> dict[int, RunOutcome]:
+    return _send_when_committed([], handoffs)
+
+
+def _send_when_committed(created: list[HandOff], handoffs: list[HandOff]) -> dict[int, RunOutcome]:
+    """Publish the tasks of `created` runs (committed with their task ids) and hand off
+    `handoffs`; inside a caller's transaction, once it commits (Celery must see the rows)."""
+    if not created and not handoffs:
+        return {}
+
+    def send() -> dict[int, RunOutcome]:
+        return {**publish_handed_off(created), **hand_off(handoffs)}
+
+    if connection.in_atomic_block:
+        transaction.on_commit(send, robust=True)
+        pending = [*created, *handoffs]
+        return {h.run.pk: RunOutcome(h.handler.name, h.run.pk, RunState.PENDING) for h in pending}
+    return send()
+
+
+def publish_handed_off(handoffs: Sequence[HandOff]) -> dict[int, RunOutcome]:
+    """Publish the tasks of runs whose task id and lease are committed already; outcomes by
+    run id.
+
+    A task the broker refused gets its run's task id and lease taken back (one conditional
+    UPDATE), so the redelivered message sends it again. A process dying before it publishes
+    (or before that UPDATE) leaves runs that look handed off: recovery re-sends them once
+    their lease has run out (`s3tasks.ops.recovery`).
+    """
     if not handoffs:
         return {}
-    if connection.in_atomic_block:
-        # Celery must be able to read our rows: send once the caller's transaction commits.
-        transaction.on_commit(lambda: hand_off(handoffs), robust=True)
-        return {h.run.pk: RunOutcome(h.handler.name, h.run.pk, RunState.PENDING) for h in handoffs}
-    return hand_off(handoffs)
+    errors = _publish(handoffs)
+    refused = [h for h in handoffs if h.run.pk in errors]
+    if refused:
+        _take_back(refused)
+    outcomes = {h.run.pk: _handed_off(h, errors.get(h.run.pk)) for h in handoffs}
+    outcomes.update(_eager_outcomes([h for h in handoffs if h.run.pk not in errors]))
+    return outcomes
+
+
+def _take_back(refused: Sequence[HandOff]) -> None:
+    """Clear the task id and lease of runs whose task the broker refused (still ours only)."""
+    try:
+        taken = HandlerRun.objects.filter(
+            pk__in=[h.run.pk for h in refused],
+            celery_task_id__in=[h.run.celery_task_id for h in refused],
+        ).update(celery_task_id="", lease_expires_at=None)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.warning(
+            "s3tasks: could not clear the task ids of %d unsent run(s) (%s); recovery sends "
+            "them once their lease runs out (RUN_LEASE)",
+            len(refused),
+            describe(exc),
+        )
+        return
+    if taken:
+        for h in refused:
+            h.run.celery_task_id, h.run.lease_expires_at = "", None
 
 
 def hand_off(handoffs: Sequence[HandOff], *, resend: bool = False) -> dict[int, RunOutcome]:
@@ -390,6 +466,8 @@ def hand_off(handoffs: Sequence[HandOff], *, resend: bool = False) -> dict[int, 
     send again (a task already published then is absorbed by the claim, docs/dispatch.md).
     A task the broker refused gets its run's previous values back before the commit.
     """
+    if not handoffs:
+        return {}
     by_id = {h.run.pk: h for h in handoffs}
     with transaction.atomic():
         locked = HandlerRun.objects.select_for_update().filter(pk__in=by_id).order_by("pk")
@@ -417,11 +495,16 @@ def hand_off(handoffs: Sequence[HandOff], *, resend: bool = False) -> dict[int, 
         outcomes[h.run.pk] = _handed_off(h, errors.get(h.run.pk))
     for pk, h in by_id.items():  # a run deleted meanwhile: nothing left to send
         outcomes.setdefault(pk, _skipped(h.run))
-    if chosen and chosen[0].handler.task.app.conf.task_always_eager:
-        # eager Celery ran the tasks right here: report what they did
-        ran = HandlerRun.objects.in_bulk([h.run.pk for h in chosen if h.run.pk not in errors])
-        outcomes.update({pk: _eager_outcome(run) for pk, run in ran.items()})
+    outcomes.update(_eager_outcomes([h for h in chosen if h.run.pk not in errors]))
     return outcomes
+
+
+def _eager_outcomes(sent: Sequence[HandOff]) -> dict[int, RunOutcome]:
+    """With eager Celery the tasks ran right here when published: what they did."""
+    if not sent or not sent[0].handler.task.app.conf.task_always_eager:
+        return {}
+    ran = HandlerRun.objects.in_bulk([h.run.pk for h in sent])
+    return {pk: _eager_outcome(run) for pk, run in ran.items()}
 
 
 def _publish(handoffs: Sequence[HandOff]) -> dict[int, BaseException]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache, reduce
 from operator import or_
 from typing import Any, TypeVar
@@ -299,7 +300,13 @@ def record_event(
 # --- runs ----------------------------------------------------------------------------------
 
 
-def ensure_runs(wanted: Mapping[RunKey, str], *, lock: bool = False) -> dict[RunKey, HandlerRun]:
+def ensure_runs(
+    wanted: Mapping[RunKey, str],
+    *,
+    lock: bool = False,
+    task_ids: Mapping[RunKey, str] | None = None,
+    lease: datetime | None = None,
+) -> dict[RunKey, HandlerRun]:
     """The run of every (event id, handler name) in `wanted` (which maps it to its Celery
     queue), created `pending` when missing (safe under races).
 
@@ -307,10 +314,20 @@ def ensure_runs(wanted: Mapping[RunKey, str], *, lock: bool = False) -> dict[Run
     caller must hold a transaction): a run another worker is running makes this wait until that
     worker's transaction ends, and then shows its outcome. Runs created here need no lock:
     nobody else sees them before the caller commits.
+
+    A run created for a key in `task_ids` is created handed off: that Celery task id and the
+    `lease`. A run returned with the task id it was given is therefore one this call created.
     """
+    task_ids = task_ids or {}
     fresh = [
-        HandlerRun(event_id=event_id, handler_name=name, celery_queue=queue[:200])
-        for (event_id, name), queue in wanted.items()
+        HandlerRun(
+            event_id=key[0],
+            handler_name=key[1],
+            celery_queue=queue[:200],
+            celery_task_id=task_ids.get(key, ""),
+            lease_expires_at=lease if key in task_ids else None,
+        )
+        for key, queue in wanted.items()
     ]
     unique = ("event", "handler_name")
     both = insert_and_find(fresh, unique, RUN_FIELDS, lock=lock)
