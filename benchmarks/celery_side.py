@@ -6,6 +6,9 @@ first, then a worker subprocess is started and the rate is measured from its fir
 task to its last (worker start-up excluded). Kinds:
 
 - `plain`: a plain Celery task with the handler task's arguments and options, doing nothing;
+- `floor`: a plain Celery task that locks a run's row and writes it in one transaction (two
+  statements and a commit through Django, no s3tasks code): the least any task that records
+  its run durably can cost, so `floor / plain` bounds what `s3tasks / plain` can reach;
 - `s3tasks`: a handler's task (runs pre-created by `dispatch_batch(..., mode="celery")`):
   claim the run, run a no-op handler in a savepoint, record the outcome;
 - `nodb`: the same with a handler declared `uses_database=False` (no savepoint);
@@ -42,7 +45,8 @@ from s3tasks.emulator import port_open  # noqa: E402
 
 PG_BENCH_DB = "bench_s3tasks_celery_side"
 QUEUE = "bench-celery-side"
-KINDS = ("plain", "s3tasks", "nodb", "reconnect")
+UNREAD_QUEUE = "bench-celery-side-unread"  # the floor's runs are made there; nobody reads it
+KINDS = ("plain", "floor", "s3tasks", "nodb", "reconnect")
 BATCH = 10
 
 
@@ -92,12 +96,30 @@ def queue_plain(events: list) -> None:
             )
 
 
-def queue_runs(events: list, handler_name: str) -> float:
+def queue_floor(events: list) -> None:
+    """Make the events' runs (their tasks go to a queue nobody reads), then queue one floor
+    task per run."""
+    from celery import current_app
+
+    from benchmarks.celery_side_worker import HANDLER, floor_claim
+    from s3tasks.models import HandlerRun
+
+    queue_runs(events, HANDLER, queue=UNREAD_QUEUE)
+    keys = [e.key for e in events]
+    run_ids = HandlerRun.objects.filter(event__key__in=keys).values_list("pk", flat=True)
+    with current_app.producer_or_acquire() as producer:
+        for event, run_id in zip(events, run_ids, strict=True):
+            floor_claim.apply_async(
+                args=[event.to_dict(), run_id], queue=QUEUE, serializer="json", producer=producer
+            )
+
+
+def queue_runs(events: list, handler_name: str, queue: str = QUEUE) -> float:
     """Record the events and hand their runs to Celery; returns ms per event."""
     from s3tasks.processing.dispatch import BatchItem, dispatch_batch
     from s3tasks.rules.routing import Route
 
-    routes = [Route(handler_name, celery_queue=QUEUE)]
+    routes = [Route(handler_name, celery_queue=queue)]
     began = time.perf_counter()
     for start in range(0, len(events), BATCH):
         items = [BatchItem(e, routes) for e in events[start : start + BATCH]]
@@ -162,10 +184,12 @@ def measure(round_: int, pool: str, kind: str, count: int) -> Measured:
     dispatch_ms = None
     if kind == "plain":
         queue_plain(events)
+    elif kind == "floor":
+        queue_floor(events)
     else:
         dispatch_ms = queue_runs(events, HANDLER_NO_DB if kind == "nodb" else HANDLER)
     rate, load = run_worker(pool, count, reuse=kind != "reconnect")
-    if kind != "plain":
+    if kind not in ("plain", "floor"):
         done = HandlerRun.objects.filter(
             event__key__startswith=f"{tag}/", state=RunState.SUCCEEDED, attempts=1
         ).count()
@@ -175,7 +199,7 @@ def measure(round_: int, pool: str, kind: str, count: int) -> Measured:
 
 def statements_per_task(samples: int = 20, profile: bool = False) -> dict[str, float]:
     """Run handler tasks in this process (`task.apply`) on runs handed off to a queue nobody
-    reads; count the statements each sends (BEGIN and COMMIT are not counted)."""
+    reads; count the statements each sends (BEGIN and COMMIT included)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -276,7 +300,7 @@ def main() -> int:
                 print(f"  {pool} {kind}: {results[-1].rate:.0f} tasks/s", file=sys.stderr)
     print(table(results))
     print(
-        "statements per handler task (in process, BEGIN/COMMIT not counted): "
+        "statements per handler task (in process, BEGIN and COMMIT included): "
         + ", ".join(f"{kind} {n:.1f}" for kind, n in per_task.items())
     )
     print(f"load average (1 min): {before:.2f} before, {os.getloadavg()[0]:.2f} after")
