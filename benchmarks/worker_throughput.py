@@ -7,11 +7,14 @@
    core, so this measures our overhead on the wire, not our ceiling. Target: ratio >= 0.8.
 2. The pipeline ceiling: the same `Consumer` fed by `MemorySQS` (answers instantly), with full
    record-keeping and exactly-once bookkeeping (inline dispatch, no-op handler), on SQLite and
-   PostgreSQL. Target: >= 1,200 events/s per process on PostgreSQL.
+   PostgreSQL. Target: >= 1,200 events/s per process on PostgreSQL. `--handler noop_nodb`
+   uses a no-op handler declared `uses_database=False` (no savepoint pair per run). Beside
+   this process's CPU per event, the CPU PostgreSQL's processes used per event (from
+   /proc, Linux only): both share the machine's cores.
 
     python benchmarks/worker_throughput.py [--part all|http|ceiling] [--messages 300]
         [--events 2000] [--concurrency 8] [--db sqlite,postgres] [--conn-max-age 60]
-        [--profile]
+        [--handler noop|noop_nodb] [--profile]
 """
 
 from __future__ import annotations
@@ -131,18 +134,33 @@ def pipeline_run(sqs, tag: str, count: int, concurrency: int, process=None) -> t
     return took, consumer.stats.snapshot().events
 
 
-def ceiling_child(events: int, concurrency: int, profile: bool) -> dict:
+def postgres_cpu_seconds() -> float:
+    """CPU (user + system) used so far by every PostgreSQL server process on this machine."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        if "(postgres)" in stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def ceiling_child(events: int, concurrency: int, profile: bool, handler: str) -> dict:
     from django.db import connection
 
     from s3tasks.worker.memory_sqs import MemorySQS
-    from tests.worker_app.handlers import NOOP
+    from tests.worker_app import handlers
     from tests.worker_support import bind
 
     meter = StatementMeter()
     meter.install()
     name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     try:
-        bind(NOOP, BUCKET)
+        bind(handlers.NOOP_NODB if handler == "noop_nodb" else handlers.NOOP, BUCKET)
         sqs = MemorySQS()
 
         def run(tag: str, count: int, process=None) -> tuple[float, int]:
@@ -150,11 +168,12 @@ def ceiling_child(events: int, concurrency: int, profile: bool) -> dict:
 
         run("warmup", 50)
         loop_took, loop_events = run("loop", events, parse_only)
-        before = (meter.count, meter.seconds, time.process_time())
+        before = (meter.count, meter.seconds, time.process_time(), postgres_cpu_seconds())
         took, handled = run("bench", events)
         statements = meter.count - before[0]
         db_seconds = meter.seconds - before[1]
         cpu_seconds = time.process_time() - before[2]
+        server_seconds = postgres_cpu_seconds() - before[3]
         if profile:
             profile_one_thread(300)
         from s3tasks.models import HandlerRun
@@ -170,6 +189,11 @@ def ceiling_child(events: int, concurrency: int, profile: bool) -> dict:
             "statements_per_event": statements / handled,
             "db_ms_per_event": 1000 * db_seconds / handled,
             "cpu_ms_per_event": 1000 * cpu_seconds / handled,
+            "handler": handler,
+            "load": os.getloadavg()[0],
+            "server_cpu_ms_per_event": (
+                1000 * server_seconds / handled if connection.vendor == "postgresql" else None
+            ),
         }
     finally:
         connection.close()
@@ -192,9 +216,8 @@ def ceiling(args: argparse.Namespace) -> list[dict]:
             "S3TASKS_SQLITE_TEST_PATH": str(Path(tempfile.gettempdir()) / "bench-worker.sqlite3"),
         }
         command = [sys.executable, __file__, "--child-ceiling", "--events", str(args.events)]
-        command += ["--concurrency", str(args.concurrency)] + (
-            ["--profile"] if args.profile else []
-        )
+        command += ["--concurrency", str(args.concurrency), "--handler", args.handler]
+        command += ["--profile"] if args.profile else []
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise SystemExit(f"ceiling run on {db} failed:\n{out.stderr[-3000:]}")
@@ -324,19 +347,27 @@ def print_http(result: dict) -> None:
 
 
 def print_ceiling(results: list[dict], concurrency: int) -> None:
-    print(f"\nPart 2: pipeline ceiling (MemorySQS, inline, no-op handler, {concurrency} threads)")
+    handler = results[0]["handler"] if results else "noop"
+    print(
+        f"\nPart 2: pipeline ceiling (MemorySQS, inline, {handler} handler, {concurrency} threads)"
+    )
     print(
         " database   | events | seconds | events/s | runs | SQL/event | ms in SQL/event"
-        " | CPU ms/event"
+        " | CPU ms/event | server CPU ms/event | load"
     )
-    print("-" * 92)
+    print("-" * 124)
     for r in results:
+        server = r["server_cpu_ms_per_event"]
         print(
             f" {r['db']:<10} | {r['events']:6d} | {r['seconds']:7.2f} | {r['rate']:8.0f} |"
             f" {r['runs']:4d} | {r['statements_per_event']:9.1f} |"
-            f" {r['db_ms_per_event']:15.2f} | {r['cpu_ms_per_event']:12.2f}"
+            f" {r['db_ms_per_event']:15.2f} | {r['cpu_ms_per_event']:12.2f} |"
+            f" {'-' if server is None else f'{server:.2f}':>19} | {r['load']:4.2f}"
         )
-    print(" (ms in SQL summed over all threads; CPU = this process, all threads)")
+    print(
+        " (ms in SQL summed over all threads; CPU = this process, all threads; server CPU ="
+        " PostgreSQL's processes; load = 1-minute load average at the end)"
+    )
     for r in results:
         print(f" loop only, parse but no dispatch ({r['db']} run): {r['loop_rate']:.0f} events/s")
 
@@ -354,12 +385,18 @@ def main() -> None:
         default=60,
         help="CONN_MAX_AGE of the worker's database (60 = what docs/worker.md recommends)",
     )
+    parser.add_argument(
+        "--handler",
+        choices=("noop", "noop_nodb"),
+        default="noop",
+        help="part 2: the no-op handler, or one declared uses_database=False (no savepoint)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile part 2 (to stderr)")
     parser.add_argument("--child-ceiling", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_ceiling:
         setup_django({})
-        print(json.dumps(ceiling_child(args.events, args.concurrency, args.profile)))
+        print(json.dumps(ceiling_child(args.events, args.concurrency, args.profile, args.handler)))
         return
     if args.part in ("all", "http"):
         print_http(http(args))

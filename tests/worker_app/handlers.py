@@ -23,6 +23,7 @@ COUNT = "tests.worker.count"
 SLOW_COUNT = "tests.worker.slow_count"
 ALWAYS_FAIL = "tests.worker.always_fail"
 NOOP = "tests.worker.noop"
+NOOP_NODB = "tests.worker.noop_nodb"
 
 
 def count_run(key: str) -> None:
@@ -58,3 +59,9 @@ def always_fail(event: S3Event) -> str:
 @s3_handler(name=NOOP)
 def noop(event: S3Event) -> None:
     """Does nothing: what the throughput benchmark measures is the pipeline around it."""
+
+
+@s3_handler(name=NOOP_NODB, uses_database=False)
+def noop_nodb(event: S3Event) -> None:
+    """Does nothing and says so: no savepoint around it (the throughput benchmark's
+    `--handler noop_nodb`)."""
