@@ -35,7 +35,7 @@ QUEUE = "s3tasks-crash-tests"
 DISPATCH_AND_DIE = """
 import os, signal
 import tests.handlers_for_dispatch
-from s3tasks.processing import dispatch
+from s3tasks.processing import dispatch, handoff
 from s3tasks.rules.routing import Route
 from tests.factories import make_event
 
@@ -54,9 +54,9 @@ def then_die(step):
 
 crash_point = {crash_point!r}
 if crash_point == "after the rows commit":
-    dispatch._publish = die
+    handoff._publish = die
 else:
-    dispatch._publish = then_die(dispatch._publish)
+    handoff._publish = then_die(handoff._publish)
 route = Route("tests.dispatch.count", celery_queue={queue!r})
 dispatch.dispatch_batch(
     [dispatch.BatchItem(make_event(key), [route]) for key in {keys!r}], mode="celery"

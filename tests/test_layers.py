@@ -20,7 +20,13 @@ LAYERS: list[tuple[str, ...]] = [
     # 3. routing, follow-up commands, provisioning, SNS message verification
     ("rules", "followups", "provisioning", "emulator", "sns"),
     # 4. dispatch: records, dedupe, Celery or inline
-    ("processing.runs", "processing.execution", "processing.dispatch"),
+    (
+        "processing.runs",
+        "processing.execution",
+        "processing.outcomes",
+        "processing.handoff",
+        "processing.dispatch",
+    ),
     # 5. the batch core shared by worker and Lambda, and what drives it again
     ("processing", "batch_jobs", "ops"),
     # 6. entrypoints: thin wiring; `testing`, the helpers users' own tests import

@@ -33,7 +33,7 @@ from s3tasks.ops.backfill import (
     start_backfill,
 )
 from s3tasks.ops.backfill_objects import BackfillRequest, count_objects
-from s3tasks.processing.dispatch import celery_queue_for
+from s3tasks.processing.handoff import celery_queue_for
 
 logger = logging.getLogger(__name__)
 

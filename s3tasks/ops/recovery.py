@@ -24,8 +24,9 @@ from django.utils import timezone
 
 from s3tasks.conf import get_settings
 from s3tasks.models import HandlerRun, RunState
-from s3tasks.processing.dispatch import INLINE, local_handler, resend_to_celery, run_inline
+from s3tasks.processing.dispatch import INLINE, local_handler, run_inline
 from s3tasks.processing.execution import handler_backoff
+from s3tasks.processing.handoff import resend_to_celery
 
 logger = logging.getLogger(__name__)
 

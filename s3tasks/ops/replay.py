@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from s3tasks.conf import get_settings
 from s3tasks.models import EventRecord, HandlerRun, RunState
-from s3tasks.processing.dispatch import INLINE, local_handler, resend_to_celery
+from s3tasks.processing.dispatch import INLINE, local_handler
 from s3tasks.processing.execution import (
     OUTCOME_FIELDS,
     TERMINAL_STATES,
@@ -39,6 +39,7 @@ from s3tasks.processing.execution import (
     report,
     run_claimed,
 )
+from s3tasks.processing.handoff import resend_to_celery
 from s3tasks.text import ERROR_LIMIT, truncate
 
 logger = logging.getLogger(__name__)
