@@ -1,9 +1,10 @@
 """The Celery hand-off survives a crash between its steps. A process dispatching a batch in
 celery mode is killed (SIGKILL) right after the batch's rows commit (its runs carry their task
 ids, nothing is published yet) or right after its tasks were published (before its SQS message
-would be deleted); the message is then delivered again and, once the runs' lease has run out,
-recovery makes its pass. Counted in Redis: the tasks published. Then a REAL Celery worker runs
-the queue: every handler runs exactly once.
+would be deleted); the batch is then delivered again — as SQS's redelivery of the message,
+which publishes the pending runs' tasks again, or as another delivery, which sends nothing —
+and, once the runs' lease has run out, recovery makes its pass. Counted in Redis: the tasks
+published. Then a REAL Celery worker runs the queue: every handler runs exactly once.
 """
 
 from __future__ import annotations
@@ -87,16 +88,20 @@ def dispatch_and_die(crash_point: str, keys: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crash_point", "published_before", "resent_by_recovery"),
+    ("crash_point", "published_before", "redelivered", "resent_by_recovery"),
     [
-        ("after the rows commit", 0, 3),  # nothing sent: recovery re-sends at the lease's end
-        ("after publishing", 3, 0),  # sent: the redelivery and recovery send nothing
+        # the message comes back (receive count 2): it publishes the pending runs' tasks
+        ("after the rows commit", 0, True, 0),
+        ("after publishing", 3, True, 0),  # copies, same task ids: each finds its run done
+        # no redelivery (e.g. the SNS endpoint): recovery re-sends at the lease's end
+        ("after the rows commit", 0, False, 3),
+        ("after publishing", 3, False, 0),
     ],
 )
 def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
-    redis, tmp_path, crash_point, published_before, resent_by_recovery
+    redis, tmp_path, crash_point, published_before, redelivered, resent_by_recovery
 ):
-    keys = [f"crash-{crash_point.replace(' ', '-')}-{i}.csv" for i in range(3)]
+    keys = [f"crash-{crash_point.replace(' ', '-')}-{redelivered}-{i}.csv" for i in range(3)]
     dispatch_and_die(crash_point, keys)
     assert redis.llen(QUEUE) == published_before
     runs = HandlerRun.objects.filter(event__key__in=keys)
@@ -105,11 +110,11 @@ def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
     assert len(committed - {""}) == 3  # committed handed off, whether published or not
 
     route = Route("tests.dispatch.count", celery_queue=QUEUE)
-    with sending_to_redis():  # the SQS message comes back: the same batch again
-        items = [BatchItem(make_event(key), [route]) for key in keys]
+    with sending_to_redis():  # the same batch again: SQS's redelivery, or another delivery
+        items = [BatchItem(make_event(key), [route], redelivered=redelivered) for key in keys]
         outcomes = dispatch_batch(items, mode="celery")
-    assert all(o.ok and o.runs[0].skipped for o in outcomes)
-    assert redis.llen(QUEUE) == published_before
+    assert all(o.ok and o.runs[0].skipped != redelivered for o in outcomes)
+    assert redis.llen(QUEUE) == published_before + (3 if redelivered else 0)
 
     log = tmp_path / "celery.log"
     with log.open("wb") as out, celery_worker("tests.dispatch_worker_settings", QUEUE, out):
@@ -138,4 +143,4 @@ def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
     assert [runs_of(RUNS_BUCKET, key) for key in keys] == [1, 1, 1]
     assert set(runs.values_list("attempts", flat=True)) == {1}
     ran = set(runs.values_list("celery_task_id", flat=True))
-    assert (ran == committed) == (crash_point == "after publishing")  # else recovery's tasks
+    assert (ran == committed) == (resent_by_recovery == 0)  # else recovery's new tasks

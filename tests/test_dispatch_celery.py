@@ -9,6 +9,7 @@ process (`task.apply`); tests/test_celery_crash.py kills a real process between 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -18,11 +19,13 @@ from django.test.utils import CaptureQueriesContext
 from s3tasks.models import EventRecord, HandlerRun, OutboxMessage, RunState
 from s3tasks.processing import celery_tasks, execution
 from s3tasks.processing.dispatch import BatchItem, dispatch_batch
+from s3tasks.processing.messages import InboundMessage, process_messages
 from s3tasks.processing.runs import ensure_run, new_record, record_event
 from s3tasks.rules.registry import registry, s3_handler
 from tests.celery_support import SentTasks
 from tests.factories import make_event, routes
 from tests.handlers_for_dispatch import RUNS_BUCKET, count_run, runs_of
+from tests.worker_support import bind, s3_body
 
 # celery mode hands runs off once the rows are committed: real transactions
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -122,6 +125,46 @@ def test_a_redelivered_batch_costs_no_more_statements_than_a_new_one_and_sends_n
     else:  # SQLite runs in this process: a statement is no round trip
         assert statements(again) == ["BEGIN", "INSERT", "SELECT", "INSERT", "SELECT", "COMMIT"]
     assert len(sent.calls) == 10
+
+
+def test_a_redelivered_message_publishes_its_pending_runs_again_with_the_same_task_ids(
+    monkeypatch, broker
+):
+    """The process that committed the runs may have died before publishing: a message SQS
+    delivers again (receive count 2) sends the tasks of runs still pending, same task ids; a
+    task that was published after all is then a copy that finds its run done."""
+    sent = SentTasks(monkeypatch, COUNT)
+    keys = [f"redelivered-{i}.csv" for i in range(3)]
+    dispatch_batch(items(*keys), mode="celery")
+    first = {call["task_id"] for call in sent.calls}
+    redelivered = [replace(item, redelivered=True) for item in items(*keys)]
+    outcomes = dispatch_batch(redelivered, mode="celery")
+    assert all(o.ok and not o.runs[0].skipped for o in outcomes)
+    assert [call["task_id"] for call in sent.calls[3:]] == [
+        call["task_id"] for call in sent.calls[:3]
+    ]
+    assert set(HandlerRun.objects.values_list("celery_task_id", flat=True)) == first
+    # a second message with the same event (S3 sent it twice) is not a redelivery: nothing sent
+    assert all(o.runs[0].skipped for o in dispatch_batch(items(*keys), mode="celery"))
+    assert len(sent.calls) == 6
+
+
+def test_a_run_that_started_or_ended_is_not_published_again_by_a_redelivery(monkeypatch):
+    run = handed_off("started.csv")
+    assert run_task(run, run.celery_task_id, "started.csv") == '{"counted": "started.csv"}'
+    sent = SentTasks(monkeypatch, COUNT)
+    [again] = dispatch_batch([replace(items("started.csv")[0], redelivered=True)], mode="celery")
+    assert again.ok and again.runs[0].skipped and sent.calls == []
+
+
+def test_the_worker_marks_a_message_received_before_as_redelivered(monkeypatch, broker):
+    bind(COUNT, "redelivery-bucket")
+    sent = SentTasks(monkeypatch, COUNT)
+    body = s3_body("redelivery-bucket", "in/x.csv")
+    first = process_messages([InboundMessage("m-1", body, receive_count=1)], dispatch_mode="celery")
+    again = process_messages([InboundMessage("m-1", body, receive_count=2)], dispatch_mode="celery")
+    assert [o.deletable for o in (*first, *again)] == [True, True]
+    assert len(sent.calls) == 2 and sent.calls[0]["task_id"] == sent.calls[1]["task_id"]
 
 
 def test_a_broker_failing_midway_keeps_what_it_accepted_and_leaves_the_rest_unsent(monkeypatch):

@@ -64,12 +64,19 @@ CELERY = "celery"
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One event to dispatch, where it came from, and its routes (None: `route(event)`)."""
+    """One event to dispatch, where it came from, and its routes (None: `route(event)`).
+
+    `redelivered`: its message was received before (SQS's ApproximateReceiveCount > 1), so
+    the process that received it may have died between committing the runs and publishing
+    their tasks: celery mode publishes the tasks of its runs still pending again, with the
+    same task ids (a copy that was delivered after all finds its run done and runs nothing).
+    """
 
     event: S3Event
     routes: Sequence[Route] | None = None
     message_id: str = ""
     queue_name: str = ""
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +263,7 @@ def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
     """
     with transaction.atomic():
         planned, runs, task_ids = _plan(items, lock=False, celery=True)
-    created: dict[int, HandOff] = {}  # created handed off by this call: publish their tasks
+    created: dict[int, HandOff] = {}  # committed handed off: publish their tasks
     handoffs: dict[int, HandOff] = {}  # existed without a task id: hand off under lock
     decided: list[list[RunOutcome | int]] = []  # per item: an outcome, or a run to send
     for p in planned:
@@ -268,7 +275,9 @@ def _dispatch_celery(items: Sequence[BatchItem]) -> list[DispatchOutcome]:
                 row.append(_deferred(run))
             elif run.pk in created or run.pk in handoffs:
                 row.append(skipped_outcome(run))  # a duplicate of an event earlier in this batch
-            elif key in task_ids and run.celery_task_id == task_ids[key]:
+            elif (key in task_ids and run.celery_task_id == task_ids[key]) or (
+                p.item.redelivered and run.state == RunState.PENDING and run.celery_task_id
+            ):  # handed off by this call, or maybe never published by the one that died
                 created[run.pk] = HandOff(run, handler, p.item.event, run.celery_queue or None)
                 row.append(run.pk)
             elif run.state in TERMINAL_STATES or run.celery_task_id:

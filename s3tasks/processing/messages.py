@@ -185,7 +185,13 @@ def _dispatch_messages(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
 def _dispatch_together(todo: Todo, mode: str) -> dict[int, MessageOutcome]:
 
     items = [
-        BatchItem(event, route(event), message.message_id, message.queue_name)
+        BatchItem(
+            event,
+            route(event),
+            message.message_id,
+            message.queue_name,
+            redelivered=message.receive_count > 1,
+        )
         for _, message, events in todo
         for event in events
     ]
