@@ -112,3 +112,20 @@ def test_a_json_field_with_its_own_encoder_keeps_djangos_encoding():
     field.set_attributes_from_name("payload")
     field.model = EventRecord
     assert _json_rows(connection, [field], [EventRecord(payload={})], saving=True) is None
+
+
+def test_a_value_not_of_its_fields_type_still_gets_djangos_preparation():
+    recorded = record_events((make_event(f"prep-{i}.csv"), "", "") for i in range(2))
+    runs = [
+        HandlerRun.objects.create(event_id=pk, handler_name="h") for pk in recorded.ids.values()
+    ]
+    for run in runs:
+        run.state = RunState.SUCCEEDED  # a TextChoices member: a str
+        run.attempts = "4"  # Django's IntegerField preparation makes it 4
+        run.duration_ms = 2  # an int for a FloatField
+        run.result_summary = 12  # Django's TextField preparation makes it "12"
+    update_rows(runs, ["state", "attempts", "duration_ms", "result_summary"])
+    for run in runs:
+        saved = HandlerRun.objects.get(pk=run.pk)
+        assert (saved.state, saved.attempts, saved.duration_ms) == ("succeeded", 4, 2.0)
+        assert saved.result_summary == "12"
