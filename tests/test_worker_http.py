@@ -129,13 +129,18 @@ def test_sigterm_finishes_in_flight_work_loses_nothing_and_receives_nothing_afte
         sqs.send_message(QueueUrl=url, MessageBody=s3_body(BUCKET, key))
     bind(SLOW_COUNT, BUCKET)
     log = tmp_path / "worker.log"
-    env = worker_env(moto_endpoint, WORKER_TEST_SLEEP="1.5")
+    started = tmp_path / "started"
+    started.mkdir()
+    env = worker_env(moto_endpoint, WORKER_TEST_SLEEP="1.5", WORKER_TEST_STARTED_DIR=str(started))
     worker = start_worker(
         env, *QUICK, "--queue", url, "--concurrency", "2", "--batch-size", "2", log=log
     )
-    # Both workers busy for 1.5 s: nothing more is received until one finishes.
+    # Both workers busy for 1.5 s: nothing more is received until one finishes. Held by SQS
+    # is not enough: the signal must come once the handlers started (a receive still under
+    # way is handed back unstarted, as the end of this test checks).
     held = wait_until(lambda: queue_counts(sqs, url)[1], 30, "the worker to hold messages")
     assert held == 2
+    wait_until(lambda: any(started.iterdir()), 30, "a handler to start", step=0.02)
     signalled_at = datetime.now(UTC)
     worker.send_signal(signal.SIGTERM)
     output = finish(worker, log, timeout=30)

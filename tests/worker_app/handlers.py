@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from django.db.models import F
 
@@ -44,7 +45,11 @@ def count(event: S3Event) -> str:
 
 @s3_handler(name=SLOW_COUNT)
 def slow_count(event: S3Event) -> str:
-    """Counts, then sleeps `WORKER_TEST_SLEEP` seconds (long handlers, shutdown tests)."""
+    """Counts, then sleeps `WORKER_TEST_SLEEP` seconds (long handlers, shutdown tests); with
+    `WORKER_TEST_STARTED_DIR`, first leaves a file there (a test can see it started)."""
+    started = os.environ.get("WORKER_TEST_STARTED_DIR")
+    if started:
+        Path(started, event.key.replace("/", "_")).touch()
     count_run(event.key)
     time.sleep(float(os.environ.get("WORKER_TEST_SLEEP", "1.0")))
     return event.key
