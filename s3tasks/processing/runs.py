@@ -200,7 +200,7 @@ def _json_rows(
             if kind == "json":
                 if f.encoder is not None or value is None:
                     return None  # a custom encoder, or SQL NULL vs JSON null: keep Django's way
-            elif value is None or _plain(kind, value):
+            elif kind is not None and (value is None or _plain(kind, value)):
                 pass  # what Django's get_db_prep_save would return unchanged
             elif kind == "datetime" and isinstance(value, datetime) and use_tz == aware(value):
                 value = value.isoformat()
