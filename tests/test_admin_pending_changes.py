@@ -6,6 +6,7 @@ its plan included (models.drift, provisioning.status)."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 from django.db import models
@@ -124,6 +125,18 @@ def test_queue_topic_and_subscription_edits_count_on_the_queue_and_topic():
     subscription.save()
     subscription.delete()
     assert (pending(queue), pending(topic)) == (4, 3)
+
+
+def test_a_bulk_update_to_null_counts_only_rows_that_were_not_null_and_warns_nothing():
+    topic = Topic.objects.create(name="fanout-null", last_sync_status=SyncStatus.OK)
+    plain, filtered = (Queue.objects.create(name=f"work-{n}") for n in ("plain", "filtered"))
+    Subscription.objects.create(topic=topic, queue=plain)  # no filter policy: SQL NULL
+    Subscription.objects.create(topic=topic, queue=filtered, filter_policy={"size": [1]})
+    before = pending(topic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Django 6.1 deprecates `JSONField=None` lookups
+        Subscription.objects.filter(topic=topic).update(filter_policy=None)
+    assert pending(topic) == before + 1  # only the one that had a policy changed
 
 
 def test_bucket_list_and_change_page_show_the_pending_changes(admin_client):

@@ -106,6 +106,18 @@ def note_delete(sender: type[models.Model], instance: models.Model, **kwargs: An
     add_pending_changes(Counter(set(_owners(sender, instance.pk, values))))
 
 
+def _holding(model: type[models.Model], values: dict[str, Any]) -> models.Q:
+    """Rows whose fields already hold `values`. A None is SQL NULL, as `update()` stores it;
+    `field=None` would mean JSON null for a JSONField (a lookup Django 6.1 deprecates)."""
+    holding = models.Q()
+    for name, value in values.items():
+        if value is None and model._meta.get_field(name).null:
+            holding &= models.Q(**{f"{name}__isnull": True})
+        else:
+            holding &= models.Q(**{name: value})
+    return holding
+
+
 def note_bulk_update(queryset: models.QuerySet, values: dict[str, Any]) -> Counter[Target]:
     """What a bulk `update(**values)` of `queryset` will change; call before updating, then
     pass the result to `add_pending_changes` once the update has happened."""
@@ -119,7 +131,7 @@ def note_bulk_update(queryset: models.QuerySet, values: dict[str, Any]) -> Count
     }
     if not synced:
         return Counter()
-    changing = queryset.exclude(**synced)  # rows already holding these values do not change
+    changing = queryset.exclude(_holding(model, synced))  # those change nothing
     if not model.synced_owners:
         return Counter((model, pk) for pk in changing.values_list("pk", flat=True))
     owner_fields = _attnames(model, model.synced_owners)
