@@ -17,14 +17,15 @@ from tests.conftest import REDIS_URL, ROOT, subprocess_env
 
 
 @contextlib.contextmanager
-def sending_to_redis() -> Iterator[str]:
-    """Point this process's Celery app at the test Redis (not eager); restore it after."""
+def sending_to_redis(broker_url: str = REDIS_URL) -> Iterator[str]:
+    """Point this process's Celery app at the test Redis, or at `broker_url` (not eager);
+    restore it after."""
     from project.celery import app
 
     saved = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
-    _use_broker(app, broker_url=REDIS_URL, task_always_eager=False)
+    _use_broker(app, broker_url=broker_url, task_always_eager=False)
     try:
-        yield REDIS_URL
+        yield broker_url
     finally:
         _use_broker(app, **saved)
 

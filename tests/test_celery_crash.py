@@ -10,6 +10,7 @@ published. Then a REAL Celery worker runs the queue: every handler runs exactly 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,32 @@ def test_a_crash_between_commit_and_publish_loses_and_doubles_no_run(
     assert set(runs.values_list("attempts", flat=True)) == {1}
     ran = set(runs.values_list("celery_task_id", flat=True))
     assert (ran == committed) == (resent_by_recovery == 0)  # else recovery's new tasks
+
+
+def test_a_broker_that_is_down_gets_no_task_and_the_redelivery_sends_each_once(redis, tmp_path):
+    """Redis refused for real (nothing listens on the port): the batch's runs are committed,
+    their task ids taken back, the outcome says unavailable (the message stays); once the
+    broker is back, the redelivered message sends each task once and a worker runs it once."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    keys = [f"broker-down-{i}.csv" for i in range(3)]
+    route = Route("tests.dispatch.count", celery_queue=QUEUE)
+    with sending_to_redis(f"redis://127.0.0.1:{closed}/0"):
+        down = dispatch_batch([BatchItem(make_event(key), [route]) for key in keys], mode="celery")
+    assert all(o.unavailable and not o.ok for o in down)
+    runs = HandlerRun.objects.filter(event__key__in=keys)
+    assert set(runs.values_list("celery_task_id", "lease_expires_at")) == {("", None)}
+
+    with sending_to_redis():
+        items = [BatchItem(make_event(key), [route], redelivered=True) for key in keys]
+        assert all(o.ok for o in dispatch_batch(items, mode="celery"))
+    assert redis.llen(QUEUE) == 3
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out, celery_worker("tests.dispatch_worker_settings", QUEUE, out):
+        try:
+            wait_for(lambda: set(runs.values_list("state", flat=True)) == {RunState.SUCCEEDED})
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log:\n{log.read_text()[-3000:]}") from None
+    assert [runs_of(RUNS_BUCKET, key) for key in keys] == [1, 1, 1]
+    assert redis.llen(QUEUE) == 0
