@@ -55,7 +55,7 @@ def send_to_celery(
     """Send the handler's task once for this run; defer to commit inside a caller's transaction."""
     run = HandlerRun(pk=run_id, handler_name=handler.name)
     handoff = HandOff(run, handler, event, celery_queue_for(route_queue))
-    return _hand_off_when_committed([handoff])[run_id]
+    return send_when_committed([], [handoff])[run_id]
 
 
 def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOutcome:
@@ -67,10 +67,6 @@ def resend_to_celery(run: HandlerRun, handler: Handler, event: S3Event) -> RunOu
     """
     handoff = HandOff(run, handler, event, celery_queue_for(run.celery_queue))
     return hand_off([handoff], resend=True)[run.pk]
-
-
-def _hand_off_when_committed(handoffs: list[HandOff]) -> dict[int, RunOutcome]:
-    return send_when_committed([], handoffs)
 
 
 def send_when_committed(created: list[HandOff], handoffs: list[HandOff]) -> dict[int, RunOutcome]:

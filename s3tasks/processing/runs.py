@@ -200,11 +200,10 @@ def _json_rows(
             if kind == "json":
                 if f.encoder is not None or value is None:
                     return None  # a custom encoder, or SQL NULL vs JSON null: keep Django's way
-            elif kind is not None and (value is None or _plain(kind, value)):
-                pass  # what Django's get_db_prep_save would return unchanged
             elif kind == "datetime" and isinstance(value, datetime) and use_tz == aware(value):
                 value = value.isoformat()
-            else:
+            elif kind is None or not (value is None or _plain(kind, value)):
+                # not a value Django stores as is: its own preparation
                 value = f.get_db_prep_save(value, connection)
                 if isinstance(value, datetime):
                     value = value.isoformat()
